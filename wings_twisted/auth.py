@@ -1,0 +1,486 @@
+"""
+Credential checks: the node bearer token, the panel's signed JWTs and the
+single-use ``unique_id`` store.
+
+Pure module: no Twisted imports, no clock reads.  Everything that depends on
+time takes ``now`` (or a clock callable) from the caller, and the keys are
+passed on every call, so a token rotation through ``/api/update`` applies to
+the very next request (api.md §2.5 step 4, §2.6 "Key rotation").
+
+Decisions (api.md §2.5, §2.6; downloads-uploads.md §2.2-§2.5;
+websocket.md §4.3, §14):
+
+* ``check_bearer`` strips SP/HTAB around the header value before splitting,
+  exactly as an HTTP parser does with a field value, so ``"Bearer "`` is the
+  401 of the case table whether or not the caller's parser already stripped
+  it.  An empty configured token never authenticates anything.
+* ``decode_token`` is the one validator shared by the three signed-URL routes,
+  the websocket ``auth`` event and (later) ``POST /api/transfers``.  It checks,
+  in order, stopping at the first failure: size and the three-segment shape,
+  the unverified JOSE header (``alg`` must be exactly ``"HS256"``), the
+  HMAC-SHA-256 signature (PyJWT, ``algorithms=["HS256"]``), ``exp`` by hand
+  (required, a finite JSON number that is not a boolean, valid while
+  ``floor(now) <= exp + leeway``), the route's required claims and their JSON
+  types, the claims whose type is fixed whatever the route (``user_uuid``),
+  and finally the ``scope`` rule.  PyJWT's own ``aud``/``iss``/``iat``/
+  ``nbf``/``exp``/``sub``/``jti`` checks are all switched off: the panel's
+  tokens carry an array ``aud`` and an ``iat`` that may lie in the future,
+  which PyJWT's defaults reject.
+* Every failure raises a subclass of ``InvalidToken``; no PyJWT exception ever
+  escapes (the original is chained as ``__cause__`` for logs).  The HTTP
+  routes only care about ``InvalidToken`` (403).  The subclasses exist for
+  the websocket, which reports them differently (websocket.md §4.3):
+  ``MalformedToken`` (shape, header, signature, claim types → "daemon
+  error"), ``ExpiredToken`` (``exp`` missing, not a number, or past →
+  ``jwt: exp claim is invalid``), ``ScopeMismatch`` (→ ``jwt: missing connect
+  permission``).  ``str(exc)`` is a diagnostic for logs; the text shown to
+  clients is ``InvalidToken.message``.
+* The websocket validates its steps in a different order (deny lists sit
+  between ``exp`` and the scope check), so ``decode_token(..., scope=None)``
+  skips the scope rule entirely and ``check_scope`` is public for the caller
+  to run at the right moment.
+* Claim requirements per endpoint are ``TokenKind`` constants
+  (``DOWNLOAD_FILE``, ``DOWNLOAD_BACKUP``, ``UPLOAD``, ``WEBSOCKET``,
+  ``TRANSFER``); ``kind.decode(...)`` is shorthand for ``decode_token`` with
+  the kind's scope and claims.  A required claim typed ``str`` must be a JSON
+  string; ``server_uuid`` and ``unique_id`` must moreover be non-empty (an
+  empty ``unique_id`` would act as one id shared by every such token).  The
+  array claim ``permissions``, when required, must hold only strings.
+* ``TokenStore`` is the process-wide single-use store (downloads-uploads.md
+  §2.3).  ``consume`` checks and records under one ``threading.Lock`` so two
+  concurrent requests with the same id cannot both win, whether they come
+  from the reactor thread or from worker threads.  A first use records a
+  continuation *grant* (client IP and ``exp``) only when the caller allows
+  resuming at that moment; uploads pass ``allow_resume=False`` and so never
+  leave a grant, which keeps "a ``unique_id`` first seen on an upload cannot
+  later be used on a download" true even for a Range GET from the same IP.
+  Entries older than ``ttl`` count as absent (like upstream's expiring
+  cache) even before ``purge`` has dropped them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import jwt
+
+__all__ = [
+    "BearerError",
+    "MissingBearer",
+    "WrongBearer",
+    "check_bearer",
+    "InvalidToken",
+    "MalformedToken",
+    "ExpiredToken",
+    "ScopeMismatch",
+    "MAX_TOKEN_LENGTH",
+    "decode_token",
+    "check_scope",
+    "TokenKind",
+    "DOWNLOAD_FILE",
+    "DOWNLOAD_BACKUP",
+    "UPLOAD",
+    "WEBSOCKET",
+    "TRANSFER",
+    "TokenStore",
+]
+
+# ---------------------------------------------------------------------------
+# Bearer token (api.md §2.5)
+# ---------------------------------------------------------------------------
+
+
+class BearerError(Exception):
+    """
+    The ``Authorization`` header did not authenticate the request.
+    """
+
+
+class MissingBearer(BearerError):
+    """
+    No usable ``Bearer <token>`` header: answer 401 with
+    ``WWW-Authenticate: Bearer``.
+    """
+
+    status = 401
+    message = "The required authorization heads were not present in the request."
+
+
+class WrongBearer(BearerError):
+    """
+    A well-formed ``Bearer`` header carrying the wrong token: answer 403.
+    """
+
+    status = 403
+    message = "You are not authorized to access this endpoint."
+
+
+def check_bearer(header: bytes | None, token: str) -> None:
+    """
+    Check an ``Authorization`` header value against the node token.
+
+    Follows api.md §2.5: split at the first space into two parts; the first
+    must be exactly ``Bearer`` and the second is compared with ``token`` in
+    constant time.  Returns ``None`` when the request is authenticated.
+
+    :param header: the raw header value, or ``None`` when absent.
+    :param token: the node token as currently configured (re-read per request).
+    :raises MissingBearer: absent, empty or malformed header (401).
+    :raises WrongBearer: the token does not match, or no token is configured (403).
+    """
+    value = (header or b"").strip(b" \t")
+    parts = value.split(b" ", 1)
+    if len(parts) != 2 or parts[0] != b"Bearer":
+        raise MissingBearer("no Bearer credentials")
+    expected = token.encode("utf-8")
+    # compare_digest first, so the timing does not depend on whether a token
+    # is configured; an empty configured token must still never match.
+    matches = hmac.compare_digest(parts[1], expected)
+    if not matches or not expected:
+        raise WrongBearer("bearer token mismatch")
+
+
+# ---------------------------------------------------------------------------
+# Signed tokens (api.md §2.6, downloads-uploads.md §2.2, websocket.md §4.3)
+# ---------------------------------------------------------------------------
+
+
+class InvalidToken(Exception):
+    """
+    A signed token was refused: answer 403 with ``message``.
+
+    ``str(exc)`` is a diagnostic meant for logs, not for clients.
+    """
+
+    status = 403
+    message = "The provided token is invalid or has expired."
+
+
+class MalformedToken(InvalidToken):
+    """
+    Not a well-formed HS256 JWS signed with the node key, or a claim of the
+    wrong JSON type (websocket: reported as ``daemon error``).
+    """
+
+
+class ExpiredToken(InvalidToken):
+    """
+    ``exp`` is missing, not a number, or in the past
+    (websocket: ``jwt: exp claim is invalid``).
+    """
+
+
+class ScopeMismatch(InvalidToken):
+    """
+    The ``scope`` claim does not name the endpoint, or is required and absent
+    (websocket: ``jwt: missing connect permission``).
+    """
+
+
+#: Longest token accepted (characters).  Panel tokens are well under 8 KiB
+#: even with a 4096-byte ``file_path``; the cap bounds the work an
+#: unauthenticated client can cause before the signature is checked.
+MAX_TOKEN_LENGTH = 65536
+
+#: Claims that must be non-empty strings whenever a route requires them.
+_NON_EMPTY = frozenset({"server_uuid", "unique_id"})
+
+#: Claims whose JSON type is fixed whatever the route; checked when present.
+_TYPED_WHEN_PRESENT: Mapping[str, type] = MappingProxyType({"user_uuid": str})
+
+#: Array claims whose elements must have this type when the claim is required.
+_ELEMENT_TYPES: Mapping[str, type] = MappingProxyType({"permissions": str})
+
+#: PyJWT options: signature only.  Every claim check is ours.
+_PYJWT_OPTIONS: Any = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+}
+
+
+def _has_type(value: object, types: type | tuple[type, ...]) -> bool:
+    """
+    ``isinstance`` with JSON semantics: a boolean is not a number.
+    """
+    wanted = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        return bool in wanted
+    return isinstance(value, wanted)
+
+
+def _is_number(value: object) -> bool:
+    """
+    True for a finite JSON number (int or float, never a boolean).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _verify(token: str | bytes, key: str) -> dict[str, Any]:
+    """
+    Steps 1-2 of downloads-uploads.md §2.2: shape, header ``alg`` and
+    signature.  Returns the (unchecked) claims.
+    """
+    if not key:
+        raise MalformedToken("no signing key configured")
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError:
+            raise MalformedToken("token is not ASCII") from None
+    if not isinstance(token, str) or not token:
+        raise MalformedToken("missing token")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise MalformedToken("token too long")
+    if token.count(".") != 2:
+        raise MalformedToken("token does not have three segments")
+    # PyJWT raises more than PyJWTError on hostile input (e.g. deeply nested
+    # JSON); whatever goes wrong in there, the token is simply invalid.
+    try:
+        header = jwt.get_unverified_header(token)
+    except Exception as exc:
+        raise MalformedToken("undecodable JOSE header") from exc
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg != "HS256":
+        raise MalformedToken("header alg is not HS256")
+    try:
+        claims = jwt.decode(token, key, algorithms=["HS256"], options=_PYJWT_OPTIONS)
+    except Exception as exc:
+        raise MalformedToken("signature or payload rejected") from exc
+    if not isinstance(claims, dict):
+        raise MalformedToken("payload is not a JSON object")
+    return claims
+
+
+def _check_exp(claims: Mapping[str, Any], now: float, leeway: int) -> None:
+    """
+    Step 3: ``exp`` is a number and ``floor(now) <= exp + leeway``.
+    """
+    exp = claims.get("exp")
+    if exp is None:
+        raise ExpiredToken("exp claim is missing")
+    if not _is_number(exp):
+        raise ExpiredToken("exp claim is not a number")
+    if math.floor(now) > exp + leeway:
+        raise ExpiredToken("token has expired")
+
+
+def _check_claims(claims: Mapping[str, Any],
+                  required: Mapping[str, type | tuple[type, ...]]) -> None:
+    """
+    Step 5: required claims present with the right JSON type.
+    """
+    for name, types in required.items():
+        if name not in claims:
+            raise MalformedToken("missing claim " + name)
+        value = claims[name]
+        if not _has_type(value, types):
+            raise MalformedToken("claim " + name + " has the wrong type")
+        if name in _NON_EMPTY and value == "":
+            raise MalformedToken("claim " + name + " is empty")
+        element = _ELEMENT_TYPES.get(name)
+        if element is not None and isinstance(value, list):
+            if not all(_has_type(item, element) for item in value):
+                raise MalformedToken("claim " + name + " has elements of the wrong type")
+    for name, expected in _TYPED_WHEN_PRESENT.items():
+        if name in claims and not _has_type(claims[name], expected):
+            raise MalformedToken("claim " + name + " has the wrong type")
+
+
+def check_scope(claims: Mapping[str, Any], scope: str, *,
+                require_scope: bool = False) -> None:
+    """
+    Apply the ``scope`` rule (api.md §2.6 rule 6) to decoded claims.
+
+    A token without ``scope`` passes unless ``require_scope``; a token with
+    one passes only if it is a string whose space-separated list contains
+    ``scope``.
+
+    :raises ScopeMismatch: the rule refuses the token.
+    """
+    if "scope" not in claims:
+        if require_scope:
+            raise ScopeMismatch("scope claim is required")
+        return
+    value = claims["scope"]
+    if not isinstance(value, str) or scope not in value.split():
+        raise ScopeMismatch("scope does not include " + scope)
+
+
+def decode_token(
+    token: str | bytes,
+    key: str,
+    *,
+    now: float,
+    required: Mapping[str, type | tuple[type, ...]],
+    scope: str | None,
+    require_scope: bool = False,
+    leeway: int = 0,
+) -> dict[str, Any]:
+    """
+    Verify a panel-signed JWT and return its claims.
+
+    :param token: the compact JWS, as text or as the raw query bytes.
+    :param key: the current node token (HMAC key); empty is refused.
+    :param now: the current time in seconds (``reactor.seconds()``).
+    :param required: claim name → accepted JSON type(s) (``str``, ``list``,
+        ``int``...; ``bool`` only matches if listed explicitly).
+    :param scope: the endpoint's scope name, or ``None`` to skip the scope
+        rule (the caller then runs ``check_scope`` itself).
+    :param require_scope: ``tokens.require_scope``: a missing ``scope`` fails.
+    :param leeway: extra seconds of validity after ``exp`` (default 0).
+    :return: every claim of the payload, unknown ones included.
+    :raises InvalidToken: (a subclass of it) on any failure.
+    """
+    claims = _verify(token, key)
+    _check_exp(claims, now, leeway)
+    _check_claims(claims, required)
+    if scope is not None:
+        check_scope(claims, scope, require_scope=require_scope)
+    return claims
+
+
+@dataclass(frozen=True)
+class TokenKind:
+    """
+    What one endpoint requires of a signed token: its scope name and claims.
+    """
+
+    scope: str
+    required: Mapping[str, type | tuple[type, ...]] = field(hash=False)
+
+    def decode(self, token: str | bytes, key: str, *, now: float,
+               require_scope: bool = False, leeway: int = 0,
+               with_scope: bool = True) -> dict[str, Any]:
+        """
+        ``decode_token`` with this kind's claims and, unless ``with_scope`` is
+        false (the websocket checks scope later, websocket.md §4.3), its scope.
+        """
+        return decode_token(token, key, now=now, required=self.required,
+                            scope=self.scope if with_scope else None,
+                            require_scope=require_scope, leeway=leeway)
+
+
+def _kind(scope: str, **required: type | tuple[type, ...]) -> TokenKind:
+    """
+    Build a ``TokenKind`` with a read-only claim table.
+    """
+    return TokenKind(scope, MappingProxyType(dict(required)))
+
+
+#: ``GET|HEAD /download/file`` (downloads-uploads.md §1).
+DOWNLOAD_FILE = _kind("file-download", server_uuid=str, file_path=str, unique_id=str)
+#: ``GET|HEAD /download/backup``.
+DOWNLOAD_BACKUP = _kind("backup-download", server_uuid=str, backup_uuid=str, unique_id=str)
+#: ``POST /upload/file`` (``user_uuid`` is optional, typed when present).
+UPLOAD = _kind("file-upload", server_uuid=str, unique_id=str)
+#: The websocket ``auth`` event (websocket.md §4.2); ``unique_id`` is unused.
+WEBSOCKET = _kind("websocket", server_uuid=str, permissions=list)
+#: ``POST /api/transfers`` (transfers.md §4.1); the route checks ``sub`` is a UUID.
+TRANSFER = _kind("transfer", sub=str)
+
+
+# ---------------------------------------------------------------------------
+# Single-use store (downloads-uploads.md §2.3)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """
+    One recorded ``unique_id``: when, and the continuation grant if any.
+    """
+
+    recorded_at: float
+    client_ip: str
+    exp: float
+    resumable: bool
+
+
+class TokenStore:
+    """
+    The process-wide record of ``unique_id`` values already used, shared by
+    ``/download/file``, ``/download/backup`` and ``/upload/file``.
+
+    :param clock: returns the current time in seconds (``reactor.seconds``).
+    :param ttl: seconds an entry is kept after being recorded (60 minutes).
+    """
+
+    def __init__(self, clock: Callable[[], float], *, ttl: float = 3600.0) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, unique_id: str, now: float) -> _Entry | None:
+        entry = self._entries.get(unique_id)
+        if entry is not None and now - entry.recorded_at >= self._ttl:
+            return None
+        return entry
+
+    def consume(self, unique_id: str, *, client_ip: str, exp: float,
+                is_range: bool, allow_resume: bool) -> bool:
+        """
+        Atomically check and record one use of ``unique_id``.
+
+        First use: record it with a grant for ``(client_ip, exp)`` (only when
+        ``allow_resume`` is true) and return ``True``.  Already recorded:
+        return ``True`` only for the continuation rule, i.e. ``allow_resume``
+        and ``is_range`` and a grant from the same ``client_ip`` with
+        ``floor(now) <= exp`` of the grant; otherwise ``False`` (404).
+
+        Uploads pass ``is_range=False, allow_resume=False``: strict single use,
+        and no grant a later download could continue.  Downloads pass
+        ``allow_resume=api.downloads.allow_range_resume`` and the token's
+        ``exp`` (plus any configured leeway).
+        """
+        with self._lock:
+            now = self._clock()
+            entry = self._live(unique_id, now)
+            if entry is None:
+                self._entries[unique_id] = _Entry(now, client_ip, exp, allow_resume)
+                return True
+            return (allow_resume and is_range and entry.resumable
+                    and entry.client_ip == client_ip
+                    and math.floor(now) <= entry.exp)
+
+    def seen(self, unique_id: str) -> bool:
+        """
+        Whether ``unique_id`` is currently recorded (HEAD; never records).
+        """
+        with self._lock:
+            return self._live(unique_id, self._clock()) is not None
+
+    def purge(self) -> int:
+        """
+        Drop entries recorded ``ttl`` seconds ago or more; return how many.
+
+        Run every 5 minutes by a ``TimerService``.
+        """
+        with self._lock:
+            now = self._clock()
+            stale = [uid for uid, entry in self._entries.items()
+                     if now - entry.recorded_at >= self._ttl]
+            for uid in stale:
+                del self._entries[uid]
+            return len(stale)
+
+    def __len__(self) -> int:
+        """
+        Number of entries held (expired ones not yet purged included).
+        """
+        with self._lock:
+            return len(self._entries)

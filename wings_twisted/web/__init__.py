@@ -1,0 +1,3 @@
+"""
+The HTTP API: resource tree, request handling, streaming bodies.
+"""
