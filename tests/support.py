@@ -1,0 +1,237 @@
+"""
+Test support: a daemon ``Node`` on a fake clock with a synchronous
+``run_blocking``, the development panel joined to it in memory, and an HTTP
+exchange with the daemon's real ``Site`` (its request class included) over
+``twisted.test.iosim`` — no sockets, no global reactor, no sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.python.filepath import FilePath
+from twisted.test import iosim
+
+from wings_twisted.activity import ActivityLog
+from wings_twisted.blocking import run_inline
+from wings_twisted.config import Config, config_from_dict
+from wings_twisted.devpanel.resource import build_resource
+from wings_twisted.devpanel.state import DevPanelState
+from wings_twisted.node import Node
+from wings_twisted.panel import PanelClient
+from wings_twisted.web.site import build_site
+
+TOKEN_ID = "testTokenId00001"
+TOKEN = "test-node-token-0123456789abcdef0123456789abcdef0123456789abcdef"
+SERVER = "8f2a0c1e-3b4d-4e5f-9a6b-7c8d9e0f1a2b"
+USER = "1b7f3c2a-9d8e-4f6a-8b5c-2d1e0f9a8b7c"
+
+
+def panel_state(*servers: str) -> DevPanelState:
+    """
+    A development-panel state with the test node credentials and ``servers``.
+    """
+    state = DevPanelState.from_dict({
+        "node": {"token_id": TOKEN_ID, "token": TOKEN, "daemon_url": "http://127.0.0.1:8080",
+                 "url": "http://panel.test"},
+        "servers": [{"uuid": uuid} for uuid in servers],
+        "users": [{"uuid": USER, "id": 7, "username": "tester", "password": "x",
+                   "permissions": {uuid: ["*"] for uuid in servers}}],
+    })
+    return state
+
+
+def make_config(base: FilePath, **overrides: Any) -> Config:
+    """
+    A configuration whose directories live under ``base``.
+    """
+    raw: dict[str, Any] = {
+        "token_id": TOKEN_ID,
+        "token": TOKEN,
+        "remote": "http://panel.test",
+        "system": {
+            "root_directory": base.child("root").path,
+            "log_directory": base.child("log").path,
+            "data": base.child("volumes").path,
+            "archive_directory": base.child("archives").path,
+            "backup_directory": base.child("backups").path,
+            "tmp_directory": base.child("tmp").path,
+            "user": {"uid": os.getuid(), "gid": os.getgid()},
+        },
+    }
+    _merge(raw, overrides)
+    return config_from_dict(raw)
+
+
+def _merge(into: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+class Harness:
+    """
+    A node, its site and the development panel, all in memory.
+    """
+
+    def __init__(self, base: FilePath, *servers: str, **config: Any) -> None:
+        base.makedirs(ignoreExistingDirectory=True)
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.state = panel_state(*servers)
+        self.panel_http = StubTreq(build_resource(self.state, self.clock))
+        self.config = make_config(base, **config)
+        for path in ("root_directory", "data", "backup_directory"):
+            os.makedirs(getattr(self.config.system, path), exist_ok=True)
+        panel = PanelClient(self.panel_http, self.clock, remote="http://panel.test",
+                            token_id=TOKEN_ID, token=TOKEN, jitter=lambda: 0.5)
+        activity = ActivityLog(os.path.join(self.config.system.root_directory, "wings.db"),
+                               clock=self.clock.seconds, run_blocking=run_inline,
+                               send=panel.send_activity)
+        self.node = Node(self.config, clock=self.clock, run_blocking=run_inline, panel=panel,
+                         activity=activity)
+        self.site = build_site(self.node)
+
+    def add_server(self, uuid: str = SERVER) -> Any:
+        """
+        Register ``uuid`` from the panel's fixture, with its volume.
+        """
+        fixture = self.state.servers.get(uuid) or self.state.add_server(uuid)
+        server = self.node.server_from_panel(uuid, fixture.configuration())
+        server.volume.ensure_root()
+        self.node.registry.add(server)
+        return server
+
+    def request(self, raw: bytes, *, peer: str = "127.0.0.1", chunks: int = 0) -> "Response":
+        """
+        Send raw request bytes to the site and parse what comes back.
+        ``chunks`` > 0 delivers the bytes in pieces of that size.
+        """
+        return exchange(self.site, raw, peer=peer, chunks=chunks)
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None, *,
+            method: str = "GET", body: bytes = b"", peer: str = "127.0.0.1") -> "Response":
+        """
+        A request with the node token unless ``headers`` has ``Authorization``.
+        """
+        lines = [f"{method} {path} HTTP/1.1", "Host: daemon.test", "Connection: close"]
+        merged = {"Authorization": "Bearer " + TOKEN}
+        merged.update(headers or {})
+        for name, value in merged.items():
+            if value is not None:
+                lines.append(f"{name}: {value}")
+        if body or method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(body)}")
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+        return self.request(raw, peer=peer)
+
+
+@dataclass
+class Response:
+    """
+    A parsed HTTP response.
+    """
+
+    status: int
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    body: bytes = b""
+    complete: bool = True
+
+    def header(self, name: str) -> str | None:
+        """
+        The first value of header ``name`` (case-insensitive).
+        """
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def json(self) -> Any:
+        """
+        The body as JSON.
+        """
+        import json
+        return json.loads(self.body)
+
+
+class _Collector(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+def parse_response(data: bytes, *, head: bool = False) -> Response:
+    """
+    Parse one HTTP/1.1 response (Content-Length framing or to end of data).
+    """
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return Response(0, {}, data, complete=False)
+    lines = data[:head_end].decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    body = data[head_end + 4:]
+    length = headers.get("content-length")
+    complete = True
+    if length and not head:
+        expected = int(length[0])
+        complete = len(body) >= expected
+        body = body[:expected]
+    return Response(status, headers, body, complete)
+
+
+def exchange(site: Any, raw: bytes, *, peer: str = "127.0.0.1", chunks: int = 0) -> Response:
+    """
+    Connect a client to ``site`` in memory, send ``raw``, pump until quiet.
+    """
+    server = site.buildProtocol(IPv4Address("TCP", peer, 40000))
+    client = _Collector()
+    server_transport = iosim.FakeTransport(server, isServer=True,
+                                           peerAddress=IPv4Address("TCP", peer, 40000))
+    client_transport = iosim.FakeTransport(client, isServer=False)
+    pump = iosim.connect(server, server_transport, client, client_transport, greet=False)
+    if chunks:
+        for start in range(0, len(raw), chunks):
+            client_transport.write(raw[start:start + chunks])
+            pump.flush()
+    else:
+        client_transport.write(raw)
+    pump.flush()
+    return parse_response(client.data, head=raw.startswith(b"HEAD "))
+
+
+def mint(clock: Any, *, key: str = TOKEN, lifetime: int = 900, **claims: Any) -> str:
+    """
+    A JWT shaped like the panel's (downloads-uploads.md §2.1), signed with
+    ``key``; ``claims`` add to or (with ``None``) remove from the defaults.
+    """
+    import secrets
+
+    import jwt
+    now = int(clock.seconds())
+    body: dict[str, Any] = {
+        "iss": "http://panel.test", "aud": ["http://127.0.0.1:8080"], "jti": "j" * 32,
+        "iat": now, "nbf": now - 300, "exp": now + lifetime,
+        "unique_id": secrets.token_hex(8), "user_uuid": USER, "user_id": 7,
+    }
+    for name, value in claims.items():
+        if value is None:
+            body.pop(name, None)
+        else:
+            body[name] = value
+    return jwt.encode(body, key, algorithm="HS256", headers={"jti": body.get("jti", "")})

@@ -1,0 +1,142 @@
+"""
+Tests for the boot sequence (panel.md §3.1–§3.2) and the periodic jobs of
+``WingsService``, and for the local activity log (panel.md §6).
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from wings_twisted.activity import rfc3339
+from wings_twisted.devpanel.faults import Respond
+from wings_twisted.service import WingsService
+
+from .support import SERVER, USER, Harness
+
+OTHER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"
+
+
+class BootTests(SynchronousTestCase):
+    """
+    ``WingsService.boot``.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(FilePath(self.mktemp()), SERVER, OTHER)
+        self.fatal: list[str] = []
+        self.service = WingsService(self.h.node, fatal=self.fatal.append)
+
+    def start(self) -> None:
+        self.service.startService()
+        for _ in range(50):
+            self.h.panel_http.flush()
+            self.h.clock.advance(1)
+        self.addCleanup(self.service.stopService)
+
+    def test_loads_servers_and_resets(self) -> None:
+        """
+        Every server is registered with its volume created, then the panel
+        is told to reset states.
+        """
+        self.start()
+        self.assertEqual(sorted(s.uuid for s in self.h.node.registry), sorted([SERVER, OTHER]))
+        for uuid in (SERVER, OTHER):
+            self.assertTrue(os.path.isdir(os.path.join(self.h.config.system.data, uuid)))
+        self.assertEqual(self.h.state.reset_count, 1)
+        self.assertEqual(self.fatal, [])
+
+    def test_bad_entry_skipped(self) -> None:
+        """
+        A malformed entry skips only that server.
+        """
+        self.h.state.faults.add("GET", "/servers", Respond(200, {
+            "data": [{"uuid": SERVER, "settings": self.h.state.servers[SERVER].settings,
+                      "process_configuration": {}},
+                     {"uuid": "../../etc", "settings": {}, "process_configuration": {}},
+                     {"uuid": OTHER, "settings": "nope"}],
+            "meta": {"current_page": 1, "last_page": 1}}))
+        self.start()
+        self.assertEqual([s.uuid for s in self.h.node.registry], [SERVER])
+        self.assertFalse(os.path.exists(os.path.join(self.h.config.system.data, "..", "..", "etc", "x")))
+
+    def test_listing_failure_is_fatal(self) -> None:
+        """
+        A refused listing ends the daemon through ``fatal``.
+        """
+        self.h.state.faults.add("GET", "/servers", Respond(403))
+        self.start()
+        self.assertEqual(len(self.fatal), 1)
+        self.assertIn("failed to load server configurations", self.fatal[0])
+        self.flushLoggedErrors()
+
+    def test_token_purge_job(self) -> None:
+        """
+        Single-use ids are forgotten 60 minutes after use by the periodic job.
+        """
+        self.start()
+        tokens = self.h.node.tokens
+        tokens.consume("u1", client_ip="1.2.3.4", exp=self.h.clock.seconds() + 900,
+                       is_range=False, allow_resume=True)
+        self.assertEqual(len(tokens), 1)
+        self.h.clock.advance(3601)
+        self.h.clock.advance(300)
+        self.assertEqual(len(tokens), 0)
+
+
+class ActivityTests(SynchronousTestCase):
+    """
+    ``ActivityLog`` and its flush job.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(FilePath(self.mktemp()), SERVER)
+        self.log = self.h.node.activity
+
+    def flush(self) -> int:
+        from twisted.internet.defer import Deferred
+        results: list = []
+        Deferred.fromCoroutine(self.log.flush()).addBoth(results.append)
+        self.h.panel_http.flush()
+        return results[0]
+
+    def test_flush_sends_and_deletes(self) -> None:
+        """
+        Records reach the panel in the documented shape and are deleted.
+        """
+        self.log.record("server:file.uploaded", server=SERVER, user=USER, ip="127.0.0.1",
+                        metadata={"file": "a", "directory": "."})
+        self.assertEqual(self.flush(), 1)
+        sent = self.h.state.activity[0]
+        self.assertEqual(sent["event"], "server:file.uploaded")
+        self.assertEqual(sent["user"], USER)
+        self.assertTrue(sent["timestamp"].endswith("Z"))
+        self.assertEqual(self.log.pending(), [])
+
+    def test_failed_flush_keeps_rows(self) -> None:
+        """
+        A panel error leaves the rows for the next run.
+        """
+        self.log.record("server:file.uploaded", server=SERVER, user=None, ip="127.0.0.1")
+        self.h.state.faults.add("POST", "/activity", Respond(422))
+        self.assertEqual(self.flush(), 0)
+        self.assertEqual(len(self.log.pending()), 1)
+        self.assertEqual(self.flush(), 1)
+
+    def test_invalid_ip_dropped(self) -> None:
+        """
+        Records whose ip is not an address are deleted unsent.
+        """
+        self.log.record("server:file.uploaded", server=SERVER, user=None, ip="")
+        self.assertEqual(self.flush(), 0)
+        self.assertEqual(self.log.pending(), [])
+        self.assertEqual(self.h.state.activity, [])
+
+    def test_rfc3339(self) -> None:
+        """
+        UTC with ``Z`` and trailing zeros of the fraction removed.
+        """
+        self.assertEqual(rfc3339(1767366245.5), "2026-01-02T15:04:05.5Z")
+        self.assertEqual(rfc3339(1767366245), "2026-01-02T15:04:05Z")

@@ -1,0 +1,83 @@
+"""
+The node: the daemon's shared state, handed to every resource and service.
+
+``Node.config`` is swapped as a whole by ``POST /api/update``; everything
+that must see a rotation at once (bearer token, JWT key, CORS origins, upload
+limit) reads ``node.config`` on each use instead of keeping a copy.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from typing import Any, Mapping
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .activity import ActivityLog
+from .auth import TokenStore
+from .blocking import RunBlocking
+from .config import Config
+from .fs import Volume
+from .panel import PanelClient
+from .server import Server, ServerConfigError, ServerRegistry
+
+log = Logger()
+
+
+def resolve_user(config: Config) -> tuple[int, int]:
+    """
+    The uid/gid that owns volume files: ``system.user.uid/gid`` when set,
+    else the ``system.username`` account, else the daemon's own user (a
+    development run as an ordinary user).
+    """
+    user = config.system.user
+    uid = getattr(user, "uid", None)
+    gid = getattr(user, "gid", None)
+    if isinstance(uid, int) and uid >= 0 and isinstance(gid, int) and gid >= 0:
+        return uid, gid
+    try:
+        entry = pwd.getpwnam(config.system.username)
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return os.getuid(), os.getgid()
+
+
+class Node:
+    """
+    Everything the daemon's parts share.
+    """
+
+    def __init__(self, config: Config, *, clock: IReactorTime, run_blocking: RunBlocking,
+                 panel: PanelClient, activity: ActivityLog, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.run_blocking = run_blocking
+        self.panel = panel
+        self.activity = activity
+        self.registry = ServerRegistry()
+        self.tokens = TokenStore(clock.seconds)
+        self.uid, self.gid = resolve_user(config)
+        self.boot_time = clock.seconds()
+
+    def volume_for(self, uuid: str) -> Volume:
+        """
+        The sandboxed volume of server ``uuid`` under ``system.data``.
+        """
+        system = self.config.system
+        return Volume(os.path.join(system.data, uuid), uid=self.uid, gid=self.gid,
+                      disk_check_interval=system.disk_check_interval,
+                      clock=self.clock.seconds, chown=os.geteuid() == 0)
+
+    def server_from_panel(self, uuid: str, document: Mapping[str, Any]) -> Server:
+        """
+        Build (not register) a server from the panel's configuration document
+        ``{"settings": ..., "process_configuration": ...}``.
+        """
+        settings = document.get("settings")
+        process = document.get("process_configuration")
+        if not isinstance(settings, Mapping) or not isinstance(process, Mapping):
+            raise ServerConfigError("the panel's answer lacks settings or process_configuration")
+        return Server(uuid, settings, process, self.volume_for(uuid))

@@ -1,0 +1,184 @@
+"""
+``twistd wings``: command-line options and the composition root.
+
+This is the only module that imports the global reactor, inside
+``makeService``.  ``build_service`` takes every effect as an argument so
+tests can build the daemon around a fake reactor or a real one on port 0.
+
+A configuration that cannot be used stops start-up with exactly one line on
+standard error and exit status 1: loading happens in ``makeService`` and
+raises ``SystemExit`` (raising ``UsageError`` from ``postOptions`` would make
+twistd print its whole help text first).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+import treq
+from treq.client import HTTPClient
+from twisted.application import strports
+from twisted.application.service import IService, Service
+from twisted.internet.error import CannotListenError
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+from .activity import ActivityLog
+from .blocking import thread_pool_runner
+from .config import Config, ConfigError, load_config
+from .node import Node
+from .panel import PanelClient
+from .service import ThreadPoolService, WingsService
+from .web.site import build_site
+
+log = Logger()
+
+DEFAULT_CONFIG = "/etc/pterodactyl/config.yml"
+
+
+class Options(usage.Options):
+    """
+    ``twistd wings`` options (config.md §8).
+    """
+
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG, "Path to the Wings configuration file."],
+        ["listen", None, None,
+         "Override the API listener with a strports description (e.g. tcp:0)."],
+    ]
+    optFlags = [
+        ["debug", None, "Debug logging (not written back to the configuration)."],
+        ["ignore-certificate-errors", None, "Do not verify TLS certificates of outgoing requests."],
+    ]
+
+
+class _InsecurePolicy(BrowserLikePolicyForHTTPS):
+    """
+    ``--ignore-certificate-errors``: no verification on outgoing HTTPS.
+    """
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        from twisted.internet.ssl import CertificateOptions
+        return CertificateOptions(verify=False)
+
+
+def listen_description(config: Config) -> str:
+    """
+    The strports description of the API listener (api.md §2.1).
+    """
+    api = config.api
+    interface = quoteStringArgument(api.host)
+    if api.ssl.enabled:
+        cert = quoteStringArgument(api.ssl.cert)
+        key = quoteStringArgument(api.ssl.key)
+        return "ssl:port={}:interface={}:privateKey={}:certKey={}:extraCertChain={}".format(
+            api.port, interface, key, cert, cert)
+    return "tcp:port={}:interface={}".format(api.port, interface)
+
+
+def ensure_directories(config: Config) -> None:
+    """
+    Create the daemon's state and data directories (0700, config.md §4.1).
+    """
+    system = config.system
+    for path in (system.root_directory, system.log_directory, system.data,
+                 system.backup_directory, system.archive_directory, system.tmp_directory):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def build_service(config: Config, reactor: Any, *, config_path: str | None = None,
+                  listen: str | None = None, http: HTTPClient | None = None,
+                  insecure: bool = False, fatal: Callable[[str], None] | None = None) -> IService:
+    """
+    Assemble the daemon around ``reactor``.
+    """
+    ensure_directories(config)
+    pool = ThreadPool(minthreads=2, maxthreads=16, name="wings-blocking")
+    run_blocking = thread_pool_runner(reactor, pool)
+    if http is None:
+        policy = _InsecurePolicy() if insecure else BrowserLikePolicyForHTTPS()
+        connections = HTTPConnectionPool(reactor, persistent=True)
+        http = HTTPClient(Agent(reactor, contextFactory=policy, pool=connections))
+    panel = PanelClient(http, reactor, remote=config.remote, token_id=config.token_id,
+                        token=config.token, timeout=config.remote_query.timeout,
+                        custom_headers=config.remote_query.custom_headers)
+    activity = ActivityLog(os.path.join(config.system.root_directory, "wings.db"),
+                           clock=reactor.seconds, run_blocking=run_blocking,
+                           send=panel.send_activity, batch=config.system.activity_send_count)
+    node = Node(config, clock=reactor, run_blocking=run_blocking, panel=panel,
+                activity=activity, config_path=config_path)
+
+    if fatal is None:
+        def fatal(message: str) -> None:
+            # twistd has no exit status of its own: leave with 1 once the
+            # reactor has shut down, as upstream exits when boot fails.
+            reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            reactor.stop()
+
+    service = WingsService(node, fatal=fatal)
+    ThreadPoolService(pool).setServiceParent(service)
+    site = build_site(node)
+    listener = _Listener(strports.service(listen or listen_description(config), site,
+                                          reactor=reactor))
+    listener.setServiceParent(service)
+    return service
+
+
+class _Listener(Service):
+    """
+    The API listener; a port that cannot be bound ends start-up with one
+    line instead of a traceback.
+    """
+
+    name = "api"
+
+    def __init__(self, inner: IService) -> None:
+        self.inner = inner
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind now (before privileges are dropped), failing loudly and briefly.
+        """
+        super().privilegedStartService()
+        try:
+            self.inner.privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit("wings: cannot listen on {}:{}: {}".format(
+                e.interface or "*", e.port, e.socketError))
+
+    def startService(self) -> None:
+        """
+        Start serving.
+        """
+        super().startService()
+        self.inner.startService()
+
+    def stopService(self) -> Any:
+        """
+        Stop listening.
+        """
+        super().stopService()
+        return self.inner.stopService()
+
+
+def makeService(options: Options) -> IService:
+    """
+    The twistd entry point.
+    """
+    from twisted.internet import reactor
+
+    path = os.path.abspath(options["config"])
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        raise SystemExit("wings: {}".format(e))
+    try:
+        return build_service(config, reactor, config_path=path, listen=options["listen"],
+                             insecure=bool(options["ignore-certificate-errors"]))
+    except OSError as e:
+        raise SystemExit("wings: {}".format(e))
