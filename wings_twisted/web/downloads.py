@@ -1,0 +1,209 @@
+"""
+``GET``/``HEAD /download/file`` and ``/download/backup`` (downloads-uploads.md
+§2–§5, api.md §7).
+
+Order of work for both routes: verify the signed token (403), find its server
+(404), consume its ``unique_id`` for GET (HEAD never does; a consumed token is
+honoured again only for a ``Range`` request from the same client before it
+expires), open the file and ``fstat`` the descriptor, then decide the status
+from ``Range``/``If-Range`` (GET only) and stream exactly the selected bytes
+with ``FileBodyProducer``.
+
+Every size, time and type comes from the ``fstat`` of the open descriptor, so
+a file swapped after the checks cannot change what is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from .. import fs
+from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE
+from ..server import CANONICAL_UUID, Server
+from .errors import ApiError, JsonResource, render_async, write_json
+from .producers import FileBodyProducer, ShortFile, Stopped
+from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,
+                     evaluate_range, http_date)
+from .signed import consume_token, verify_signed_token
+
+log = Logger()
+
+BACKUP_NOT_FOUND = "The requested backup was not found on this server."
+FILE_NOT_FOUND = "The requested resource was not found on this server."
+EXPOSE_HEADERS = b"Content-Disposition, Content-Range, Accept-Ranges, ETag, Last-Modified"
+
+
+def _first_arg(request: Any, name: bytes) -> bytes | None:
+    values = request.args.get(name)
+    return values[0] if values else None
+
+
+class _DownloadResource(Resource):
+    """
+    Shared GET/HEAD machinery; subclasses say which token kind they take and
+    how they open the file.
+    """
+
+    isLeaf = True
+    kind: Any = None
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self._node = node
+
+    def render_GET(self, request: Any) -> int | bytes:
+        """
+        Stream the file (200, 206) or refuse (403, 404, 416, 400).
+        """
+        return render_async(request, lambda: self._serve(request, head=False))
+
+    def render_HEAD(self, request: Any) -> int | bytes:
+        """
+        The headers of the full 200 GET, no body, token not consumed.
+        """
+        return render_async(request, lambda: self._serve(request, head=True))
+
+    async def open(self, server: Server, claims: dict[str, Any]) -> tuple[int, os.stat_result, str]:
+        """
+        Open the file the token names: ``(fd, fstat, download name)``.
+        """
+        raise NotImplementedError
+
+    async def _serve(self, request: Any, *, head: bool) -> Any:
+        node = self._node
+        request.setHeader(b"Access-Control-Expose-Headers", EXPOSE_HEADERS)
+        claims, server = verify_signed_token(node, _first_arg(request, b"token"), self.kind)
+        ranges = request.requestHeaders.getRawHeaders(b"Range")
+        if not head:
+            consume_token(node, request, claims, is_range=ranges is not None)
+        fd, st, name = await self.open(server, claims)
+        try:
+            return self._respond(request, fd, st, name, ranges, head=head)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+
+    def _respond(self, request: Any, fd: int, st: os.stat_result, name: str,
+                 ranges: list[bytes] | None, *, head: bool) -> Any:
+        size = st.st_size
+        etag = etag_for(st)
+        mtime = int(st.st_mtime)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"ETag", etag.encode("ascii"))
+        request.setHeader(b"Last-Modified", http_date(mtime).encode("ascii"))
+        offset, length = 0, size
+        if_range = request.requestHeaders.getRawHeaders(b"If-Range")
+        try:
+            selected = evaluate_range(b"HEAD" if head else b"GET", ranges,
+                                      if_range[0] if if_range else None, size=size, etag=etag,
+                                      last_modified=mtime, now=self._node.clock.seconds())
+        except RangeNotSatisfiable as e:
+            os.close(fd)
+            request.setHeader(b"Content-Range", e.content_range.encode("ascii"))
+            return write_json(request, 416, {"error": "The requested range is not satisfiable.",
+                                             "request_id": request.request_id})
+        if selected is not None:
+            offset, length = selected
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", content_range(offset, length, size).encode("ascii"))
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"Content-Disposition", content_disposition(name).encode("ascii"))
+        request.setHeader(b"Content-Length", b"%d" % length)
+        if head:
+            os.close(fd)
+            return b""
+        producer = FileBodyProducer(request, fd, offset, length)
+        request.notifyFinish().addErrback(lambda _: producer.stopProducing())
+        producer.start().addCallbacks(lambda _: request.finish(),
+                                      lambda f: self._stream_failed(request, f))
+        return NOT_DONE_YET
+
+    def _stream_failed(self, request: Any, failure: Any) -> None:
+        if failure.check(Stopped):
+            return
+        if failure.check(ShortFile):
+            log.warn("File shrank while being downloaded; aborting the connection ({request_id})",
+                     request_id=request.request_id)
+        else:
+            log.failure("Download failed ({request_id})", failure, request_id=request.request_id)
+        if not request.gone:
+            request.channel.transport.abortConnection()
+
+
+class FileDownloadResource(_DownloadResource):
+    """
+    ``/download/file``: a file of the server's volume (downloads-uploads.md §3).
+    """
+
+    kind = DOWNLOAD_FILE
+
+    async def open(self, server: Server, claims: dict[str, Any]) -> tuple[int, os.stat_result, str]:
+        """
+        Resolve ``file_path`` through the sandbox; the final component is
+        never followed.
+        """
+        path = claims["file_path"]
+        try:
+            fd, st = await self._node.run_blocking(server.volume.open_read, path)
+        except fs.IsDirectory:
+            raise ApiError(FILE_NOT_FOUND, status=404)
+        return fd, st, os.path.basename(fs.clean_path(path)) or "download"
+
+
+class BackupDownloadResource(_DownloadResource):
+    """
+    ``/download/backup``: a local backup archive (downloads-uploads.md §4).
+    """
+
+    kind = DOWNLOAD_BACKUP
+
+    async def open(self, server: Server, claims: dict[str, Any]) -> tuple[int, os.stat_result, str]:
+        """
+        Find ``<backup_directory>/<uuid>.tar.gz`` (then the Pelican per-server
+        layout) and open it.
+        """
+        backup = claims["backup_uuid"]
+        if not CANONICAL_UUID.match(backup):
+            raise ApiError(BACKUP_NOT_FOUND, status=404)
+        directory = self._node.config.system.backup_directory
+        candidates = [os.path.join(directory, backup + ".tar.gz"),
+                      os.path.join(directory, server.uuid, backup + ".tar.gz")]
+        opened = await self._node.run_blocking(_open_first_regular, candidates)
+        if opened is None:
+            raise ApiError(BACKUP_NOT_FOUND, status=404)
+        fd, st = opened
+        return fd, st, backup + ".tar.gz"
+
+
+def _open_first_regular(paths: list[str]) -> tuple[int, os.stat_result] | None:
+    """
+    Open the first of ``paths`` that is a regular file (blocking).
+    """
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return fd, st
+        os.close(fd)
+    return None
+
+
+def download_tree(node: Any) -> Resource:
+    """
+    The ``/download`` resource with its two children.
+    """
+    root = JsonResource()
+    root.putChild(b"file", FileDownloadResource(node))
+    root.putChild(b"backup", BackupDownloadResource(node))
+    return root

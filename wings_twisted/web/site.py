@@ -1,0 +1,110 @@
+"""
+The whole resource tree, assembled in one place, and the ``Site`` that
+serves it.
+
+::
+
+    /api                      bearer auth for everything below (api.md §2.5)
+      /system                 GET
+      /update                 POST
+      /servers                GET, POST
+        /{uuid}               GET, DELETE
+    /download/file            GET, HEAD (signed URL)
+    /download/backup          GET, HEAD (signed URL)
+    /upload/file              POST (signed URL, streamed body)
+
+Anything else is a JSON 404; ``OPTIONS`` anywhere is the CORS preflight
+(``ApiRequest.process``).  The access log never shows a ``token`` query
+value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.web.http import combinedLogFormatter
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from ..auth import MissingBearer, WrongBearer, check_bearer
+from .downloads import download_tree
+from .errors import ErrorResource, Forbidden, JsonResource, Unauthorized
+from .request import ApiRequest
+from .servers import ServersResource
+from .system import SystemResource, UpdateResource
+from .uploads import upload_sink_factory, upload_tree
+
+_TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+def redacting_log_formatter(timestamp: str, request: Any) -> str:
+    """
+    The combined log format with signed-URL tokens replaced by ``***``.
+    """
+    return _TOKEN.sub(r"\1***", combinedLogFormatter(timestamp, request))
+
+
+class ApiResource(JsonResource):
+    """
+    ``/api``: checks the node token before any child is looked up, so a bad
+    token is 401/403 even for unknown servers and paths (§2.2).
+    """
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self._node = node
+        self.putChild(b"system", SystemResource(node))
+        self.putChild(b"update", UpdateResource(node))
+        self.putChild(b"servers", ServersResource(node))
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Resource:
+        """
+        Authenticate, then traverse.
+        """
+        header = request.requestHeaders.getRawHeaders(b"Authorization")
+        try:
+            check_bearer(header[0] if header else None, self._node.config.token)
+        except MissingBearer:
+            return ErrorResource(Unauthorized())
+        except WrongBearer:
+            return ErrorResource(Forbidden())
+        return super().getChildWithDefault(path, request)
+
+    def render(self, request: Any) -> Any:
+        """
+        ``/api`` itself: authenticate, then 404.
+        """
+        return self.getChildWithDefault(b"", request).render(request)
+
+
+class ApiSite(Site):
+    """
+    The daemon's HTTP site.
+    """
+
+    requestFactory = ApiRequest
+
+    def __init__(self, resource: Resource, node: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("logFormatter", redacting_log_formatter)
+        super().__init__(resource, **kwargs)
+        self.node = node
+        self.body_sinks = {(b"POST", b"/upload/file"): upload_sink_factory(node)}
+
+
+def build_root(node: Any) -> Resource:
+    """
+    The resource tree.
+    """
+    root = JsonResource()
+    root.putChild(b"api", ApiResource(node))
+    root.putChild(b"download", download_tree(node))
+    root.putChild(b"upload", upload_tree(node))
+    return root
+
+
+def build_site(node: Any, **kwargs: Any) -> ApiSite:
+    """
+    The site serving ``node``.
+    """
+    return ApiSite(build_root(node), node, **kwargs)
