@@ -1333,7 +1333,7 @@ class SampleFileTests(_FileMixin, SynchronousTestCase):
         c = load_config(EXAMPLE.path, environ={}, cwd="/repo")
         self.assertEqual(c.token_id, "devTokenId000001")
         self.assertEqual(
-            c.token, "devsecret-0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+            c.token, "devSecretTokenForWingsTwistedLocalDevelopmentOnly0123456789abcde"
         )
         self.assertEqual((c.api.host, c.api.port), ("127.0.0.1", 8080))
         self.assertEqual(c.remote, "http://127.0.0.1:8081")
