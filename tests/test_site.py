@@ -371,3 +371,34 @@ class AccessLogTests(SynchronousTestCase):
         line = redacting_log_formatter("[27/Nov/2026:04:00:00 +0000]", request)
         self.assertIn("token=***&directory=/x", line)
         self.assertNotIn("secret", line)
+
+
+class ClientAddressTests(SynchronousTestCase):
+    """
+    The client address used for token grants and activity (api.md §2.16).
+    """
+
+    def test_peer_unless_trusted_proxy(self) -> None:
+        """
+        ``X-Forwarded-For`` counts only when the peer is a trusted proxy;
+        then its first entry wins, else ``X-Real-IP``.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from wings_twisted.web.request import client_ip
+
+        def request(peer: str, **headers: str) -> DummyRequest:
+            r = DummyRequest([b""])
+            r.client = IPv4Address("TCP", peer, 1234)
+            for name, value in headers.items():
+                r.requestHeaders.setRawHeaders(name.replace("_", "-"), [value])
+            return r
+
+        forwarded = {"X_Forwarded_For": "203.0.113.9, 10.0.0.1"}
+        self.assertEqual(client_ip(request("198.51.100.1", **forwarded), []), "198.51.100.1")
+        self.assertEqual(client_ip(request("10.0.0.5", **forwarded), ["10.0.0.0/8"]), "203.0.113.9")
+        self.assertEqual(client_ip(request("10.0.0.5", X_Real_IP="203.0.113.7"), ["10.0.0.5"]),
+                         "203.0.113.7")
+        self.assertEqual(client_ip(request("198.51.100.1", **forwarded), ["10.0.0.0/8", "bogus"]),
+                         "198.51.100.1")

@@ -107,12 +107,12 @@ def client_ip(request: Request, trusted_proxies: list[str]) -> str:
     if trusted_proxies and _is_trusted(host, trusted_proxies):
         forwarded = request.getHeader(b"X-Forwarded-For")
         if forwarded:
-            first = forwarded.split(",")[0].strip()
+            first = forwarded.decode("latin-1").split(",")[0].strip()
             if first:
                 return first
         real = request.getHeader(b"X-Real-IP")
         if real:
-            return real.strip()
+            return real.decode("latin-1").strip()
     return host
 
 
