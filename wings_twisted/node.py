@@ -19,6 +19,7 @@ from .activity import ActivityLog
 from .auth import TokenStore
 from .blocking import RunBlocking
 from .config import Config
+from .docker import DockerClient
 from .fs import Volume
 from .panel import PanelClient
 from .server import Server, ServerConfigError, ServerRegistry
@@ -50,13 +51,16 @@ class Node:
     """
 
     def __init__(self, config: Config, *, clock: IReactorTime, run_blocking: RunBlocking,
-                 panel: PanelClient, activity: ActivityLog, config_path: str | None = None) -> None:
+                 panel: PanelClient, activity: ActivityLog, config_path: str | None = None,
+                 docker: DockerClient | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
         self.run_blocking = run_blocking
         self.panel = panel
         self.activity = activity
+        # The container engine; None with the process driver (or in tests).
+        self.docker = docker
         self.registry = ServerRegistry()
         self.tokens = TokenStore(clock.seconds)
         self.uid, self.gid = resolve_user(config)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import treq
 from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.logger import Logger
@@ -31,6 +32,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from .activity import ActivityLog
 from .blocking import thread_pool_runner
 from .config import Config, ConfigError, load_config
+from .docker import DockerClient, DockerError
 from .node import Node
 from .panel import PanelClient
 from .service import ThreadPoolService, WingsService
@@ -93,9 +95,14 @@ def ensure_directories(config: Config) -> None:
 
 def build_service(config: Config, reactor: Any, *, config_path: str | None = None,
                   listen: str | None = None, http: HTTPClient | None = None,
-                  insecure: bool = False, fatal: Callable[[str], None] | None = None) -> IService:
+                  insecure: bool = False, fatal: Callable[[str], None] | None = None,
+                  environ: Mapping[str, str] | None = None) -> IService:
     """
     Assemble the daemon around ``reactor``.
+
+    :param environ: the environment the Docker connection is read from
+        (config.md §5; default ``os.environ``).  An unsupported
+        ``DOCKER_HOST`` raises ``DockerError``.
     """
     ensure_directories(config)
     pool = ThreadPool(minthreads=2, maxthreads=16, name="wings-blocking")
@@ -110,8 +117,12 @@ def build_service(config: Config, reactor: Any, *, config_path: str | None = Non
     activity = ActivityLog(os.path.join(config.system.root_directory, "wings.db"),
                            clock=reactor.seconds, run_blocking=run_blocking,
                            send=panel.send_activity, batch=config.system.activity_send_count)
+    docker = None
+    if config.environment.driver == "docker":
+        docker = DockerClient.from_environment(
+            reactor, os.environ if environ is None else environ)
     node = Node(config, clock=reactor, run_blocking=run_blocking, panel=panel,
-                activity=activity, config_path=config_path)
+                activity=activity, config_path=config_path, docker=docker)
 
     if fatal is None:
         def fatal(message: str) -> None:
@@ -122,6 +133,8 @@ def build_service(config: Config, reactor: Any, *, config_path: str | None = Non
 
     service = WingsService(node, fatal=fatal)
     ThreadPoolService(pool).setServiceParent(service)
+    if docker is not None:
+        _Closing(docker.close).setServiceParent(service)
     site = build_site(node)
     listener = _Listener(strports.service(listen or listen_description(config), site,
                                           reactor=reactor))
@@ -166,6 +179,22 @@ class _Listener(Service):
         return self.inner.stopService()
 
 
+class _Closing(Service):
+    """
+    Runs ``close`` (e.g. the Docker client's idle connections) at shutdown.
+    """
+
+    def __init__(self, close: Callable[[], Deferred[None]]) -> None:
+        self._close = close
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Close; shutdown waits for it.
+        """
+        super().stopService()
+        return self._close()
+
+
 def makeService(options: Options) -> IService:
     """
     The twistd entry point.
@@ -180,5 +209,5 @@ def makeService(options: Options) -> IService:
     try:
         return build_service(config, reactor, config_path=path, listen=options["listen"],
                              insecure=bool(options["ignore-certificate-errors"]))
-    except OSError as e:
+    except (OSError, DockerError) as e:
         raise SystemExit("wings: {}".format(e))

@@ -7,8 +7,10 @@ Format 2 of ``/api/system`` describes the container engine.  With
 reports empty version strings and the servers of this node as its
 "containers", so the panel's telemetry still gets a well-formed document
 (a project decision).  With the Docker driver the engine is asked through
-``node.engine_info`` when one is wired (the Docker environment issue); when
-it cannot be reached the answer is 500, as upstream.
+``node.docker`` (``wings_twisted.docker``): its answer fills the ``docker``
+block, ``system.memory_bytes`` (Docker's ``MemTotal``) and the last fallback
+of ``system.os``.  When the engine cannot be reached (or no client is wired)
+format 2 answers 500; format 1 never asks the engine.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ import platform
 from typing import Any
 
 import psutil
+from twisted.logger import Logger
 
 from .. import __version__
 from ..config import UpdateError, apply_panel_update, write_config
+from ..docker import DockerError
 from .body import read_json
 from .errors import ApiError, BadRequest, JsonResource, render_async
+
+log = Logger()
+
+ENGINE_UNREACHABLE = "The container engine could not be reached."
 
 ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
                  "i686": "386", "i386": "386", "armv7l": "arm", "armv6l": "arm"}
@@ -74,13 +82,16 @@ def system_v1() -> dict[str, Any]:
 class SystemResource(JsonResource):
     """
     ``GET /api/system``.
+
+    :param os_release: the os-release file ``system.os`` is read from.
     """
 
     isLeaf = True
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, *, os_release: str = "/etc/os-release") -> None:
         super().__init__()
         self._node = node
+        self._os_release = os_release
 
     def render_GET(self, request: Any) -> Any:
         """
@@ -103,20 +114,30 @@ class SystemResource(JsonResource):
             "storage": {"driver": "", "filesystem": ""},
             "runc": {"version": ""},
         }
-        if node.config.environment.driver == "docker":
-            engine = getattr(node, "engine_info", None)
-            if engine is None:
-                raise ApiError("The container engine could not be reached.", status=500)
-            docker = await engine()
+        os_name = os_pretty_name(self._os_release)
+        if node.config.environment.driver != "docker":
+            memory_bytes = psutil.virtual_memory().total
+        else:
+            client = node.docker
+            if client is None:
+                raise ApiError(ENGINE_UNREACHABLE, status=500)
+            try:
+                engine = await client.engine_info()
+            except DockerError as e:
+                log.warn("GET /api/system?v=2: {error}", error=e.message)
+                raise ApiError(ENGINE_UNREACHABLE, status=500)
+            docker = engine.docker
+            memory_bytes = engine.memory_bytes
+            os_name = os_name or engine.operating_system
         return {
             "version": __version__,
             "docker": docker,
             "system": {
                 "architecture": architecture(),
                 "cpu_threads": os.cpu_count() or 1,
-                "memory_bytes": psutil.virtual_memory().total,
+                "memory_bytes": memory_bytes,
                 "kernel_version": platform.release(),
-                "os": os_pretty_name(),
+                "os": os_name,
                 "os_type": "linux",
             },
         }
