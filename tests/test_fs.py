@@ -188,8 +188,11 @@ class ResolutionTests(SynchronousTestCase):
         """
         os.symlink(self.outside.path, self.root.child("abs").path)
         os.symlink(self.root.child("d").path, self.root.child("abs_in").path)
+        # Read as relative to the volume, "/d" would lead to d/f.txt: it must not.
+        os.symlink("/d", self.root.child("slash_d").path)
         self.assertRaises(NotFound, self.volume.open_read, "abs/secret.txt")
         self.assertRaises(NotFound, self.volume.open_read, "abs_in/f.txt")
+        self.assertRaises(NotFound, self.volume.open_read, "slash_d/f.txt")
 
     def test_escaping_link_refused(self) -> None:
         """
@@ -620,7 +623,9 @@ class HelperTests(SynchronousTestCase):
         self.root.descendant(["d", "e", "g", "h"]).setContent(b"12")
         # Absolute links in these tests point into the test's own directory, never at "/":
         # a regression must not be able to damage the machine running the tests.
-        os.symlink(os.path.abspath(self.root.dirname()), self.root.descendant(["d", "e", "abs"]).path)
+        os.symlink(
+            os.path.abspath(self.root.dirname()), self.root.descendant(["d", "e", "abs"]).path
+        )
         self.assertEqual(self.volume.remove("d"), 5)
         self.assertEqual(os.listdir(self.root.path), [])
         self.assertEqual(self.volume.usage(), 0)
@@ -854,9 +859,42 @@ _OPERATIONS = [
     "open_read", "write_commit", "write_abort", "write_quota", "mkdir", "remove", "rename",
     "listdir", "stat", "lstat",
 ]
-_operations = st.lists(
-    st.tuples(st.sampled_from(_OPERATIONS), _paths, _paths), min_size=1, max_size=8
-)
+_SUFFIXES = ["", "x", "secret.txt", "inner.txt", "sdir/inner.txt", "..", "../..", "root/a", "l1/x"]
+
+
+def _layout_paths(layout: list[tuple[str, list[str], str]]) -> list[str]:
+    """
+    Every path the layout names, parents included.
+    """
+    return sorted(
+        {"/".join(parts[:i]) for _, parts, _ in layout for i in range(1, len(parts) + 1)}
+    )
+
+
+@st.composite
+def _scenarios(
+    draw: Callable[..., object]
+) -> tuple[list[tuple[str, list[str], str]], list[tuple[str, str, str]]]:
+    """
+    A layout and operations whose paths are often the layout's own names (with hostile tails),
+    so that links are actually walked through and opened.
+    """
+    layout: list[tuple[str, list[str], str]] = draw(_layout)  # type: ignore[assignment]
+    names = _layout_paths(layout)
+    paths = _paths
+    if names:
+        paths = st.one_of(
+            _paths,
+            st.builds(
+                lambda name, suffix: name + "/" + suffix if suffix else name,
+                st.sampled_from(names),
+                st.sampled_from(_SUFFIXES),
+            ),
+        )
+    operations: list[tuple[str, str, str]] = draw(  # type: ignore[assignment]
+        st.lists(st.tuples(st.sampled_from(_OPERATIONS), paths, paths), min_size=1, max_size=8)
+    )
+    return layout, operations
 
 
 class _Sandbox:
@@ -973,7 +1011,13 @@ class _Sandbox:
         return inodes
 
 
-def _run(sandbox: _Sandbox, operation: str, first: str, second: str, leaked: Callable[[os.stat_result], None]) -> None:
+def _run(
+    sandbox: _Sandbox,
+    operation: str,
+    first: str,
+    second: str,
+    leaked: Callable[[os.stat_result], None],
+) -> None:
     """
     Run one operation with hostile arguments; only L{FsError} may escape.
     """
@@ -1020,7 +1064,14 @@ class SandboxPropertyTests(SynchronousTestCase):
     Whatever the layout inside the volume and whatever the paths, no operation reaches outside.
     """
 
-    def check(self, layout: list[tuple[str, list[str], str]], operations: list[tuple[str, str, str]]) -> None:
+    def check(
+        self,
+        layout: list[tuple[str, list[str], str]],
+        operations: list[tuple[str, str, str]],
+    ) -> None:
+        """
+        Build the layout, run the operations, and compare everything outside with before.
+        """
         directory = self.mktemp()
         sandbox = _Sandbox(directory)
         try:
@@ -1039,15 +1090,16 @@ class SandboxPropertyTests(SynchronousTestCase):
             shutil.rmtree(os.path.dirname(directory))
 
     @_PROFILE
-    @given(_layout, _operations)
+    @given(_scenarios())
     def test_nothing_outside_changes(
-        self, layout: list[tuple[str, list[str], str]], operations: list[tuple[str, str, str]]
+        self,
+        scenario: tuple[list[tuple[str, list[str], str]], list[tuple[str, str, str]]],
     ) -> None:
         """
         Random layouts and random hostile paths: nothing outside the volume is created,
         modified, removed or handed out, and only L{FsError} subclasses escape.
         """
-        self.check(layout, operations)
+        self.check(*scenario)
 
     @settings(_PROFILE, max_examples=40)
     @given(_layout)
@@ -1055,13 +1107,30 @@ class SandboxPropertyTests(SynchronousTestCase):
         """
         Every operation applied to every name of the layout (and beneath it) stays inside.
         """
-        paths = sorted({"/".join(parts[:i]) for _, parts, _ in layout for i in range(1, len(parts) + 1)})
         operations = []
-        for path in paths:
+        for path in _layout_paths(layout):
             for operation in _OPERATIONS:
                 operations.append((operation, path + "/x", "n"))
                 operations.append((operation, path, "moved/" + path))
         self.check(layout, operations)
+
+    def test_each_link_target(self) -> None:
+        """
+        Exhaustively: a link with each hostile target, at the top and one level down, walked
+        through and used as the final component by every operation, never reaches outside.
+        """
+        for target in _LINK_TARGETS:
+            for parts in (["l"], ["a", "l"]):
+                link = "/".join(parts)
+                operations = [
+                    (operation, link + "/" + suffix if suffix else link, second)
+                    for suffix in _SUFFIXES
+                    for operation in _OPERATIONS
+                    for second in ("n", "moved")
+                ]
+                # Operations on the link last: removing or moving it first would hide it.
+                operations.sort(key=lambda op: op[1] == link and op[0] in ("remove", "rename"))
+                self.check([("link", parts, target)], operations)
 
 
 def _renameat2_exchange() -> Callable[[str, str], None] | None:
@@ -1072,7 +1141,9 @@ def _renameat2_exchange() -> Callable[[str, str], None] | None:
         function = ctypes.CDLL(None, use_errno=True).renameat2
     except AttributeError:
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.argtypes = [
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    ]
     at_fdcwd, rename_exchange = -100, 2
 
     def exchange(a: str, b: str) -> None:

@@ -1,36 +1,37 @@
 """
 The gitignore approximation shared by the egg file denylist and backup ignore rules.
 
-Upstream Wings compiles both with ``sabhiram/go-gitignore`` at revision ``525f6e1``: every rule line
-is translated into one Go (RE2) regular expression, quirks included. ``backups.md`` section 4.4 makes
-that translation normative, so this module reproduces it step for step (`translate_line`) and then
-compiles the resulting *Go* regular expression with Python's `re` (`compile_line`).
+Upstream Wings compiles both with ``sabhiram/go-gitignore`` at revision ``525f6e1``: every rule
+line is translated into one Go (RE2) regular expression, quirks included.  ``backups.md`` section
+4.4 makes that translation normative, so this module reproduces it step for step
+(`translate_line`) and then compiles the resulting *Go* expression with Python's `re`
+(`compile_line`).
 
 Python's `re` and Go's ``regexp`` do not read every expression the same way, and a rule line is
 user input (``.pteroignore``) that can put any regular-expression text into the translated
-expression.  The Go expression is therefore not handed to `re` as it is; `go_regex_to_python`
+expression.  The Go expression is therefore not handed to `re` as it is: `go_regex_to_python`
 parses it with Go's grammar and writes an equivalent Python expression:
 
-* ``$`` is Go's end of text (``\\Z``; Python's ``$`` would also match before a final newline) and
-  ``\\z`` is written ``\\Z``;
+* ``$`` is Go's end of text (``\\Z``; Python's ``$`` would also match before a final newline)
+  and ``\\z`` is written ``\\Z``;
 * ``{,n}``, ``{01}`` and other brace forms Go does not accept as repetitions are literal braces;
-* Perl classes (``\\d``, ``\\s``, ``\\w``) and ``\\b`` are ASCII-only as in Go (Go's ``\\s`` has no
-  vertical tab); POSIX classes such as ``[[:alpha:]]`` are expanded; ``\\Q...\\E`` and octal and
-  ``\\x{...}`` escapes are decoded;
+* Perl classes (``\\d``, ``\\s``, ``\\w``) and ``\\b`` are ASCII-only as in Go (Go's ``\\s``
+  has no vertical tab); POSIX classes such as ``[[:alpha:]]`` are expanded; ``\\Q...\\E``,
+  octal and ``\\x{...}`` escapes are decoded;
 * zero-width assertions may be repeated (Go allows ``^*``; Python needs a group around them).
 
-A line whose expression Go would refuse to compile is skipped, exactly as upstream skips it
+A line whose expression Go would refuse to compile is skipped, as upstream skips it
 (``regexp.Compile`` fails and the library drops the rule).  Go refuses, among others: back
-references (``\\1``), possessive or stacked repetitions (``a++``, ``a**``), repetition counts above
-1000 (also as a product of nested counts), unknown escapes, unbalanced groups and classes.  The few
-Go constructs that have no Python equivalent here (Unicode classes ``\\pL``/``\\p{Greek}``, a negated
-POSIX class inside a class such as ``[[:^alpha:]]``, ``\\S`` inside a class) also make the line be
-skipped, as do expressions that Python itself then fails to compile; these are deliberate,
-documented departures for inputs no real egg or ignore file uses.
+references (``\\1``), possessive or stacked repetitions (``a++``, ``a**``), repetition counts
+above 1000 (also as a product of nested counts), unknown escapes, unbalanced groups and classes.
+The few Go constructs with no Python equivalent here (Unicode classes ``\\pL``, a negated POSIX
+class inside a class such as ``[[:^alpha:]]``, ``\\S`` inside a class) also make the line be
+skipped, as do expressions Python then fails to compile.  These are deliberate, documented
+departures for inputs no real egg or ignore file uses.  Skipping never raises.
 
-Not reproduced: Go's limits on the compiled program size and nesting height beyond 1000 groups.
-Note also that Python's `re` backtracks where RE2 does not: a hostile rule such as ``(a+)+b`` can
-make a match slow on a long path.  Candidates are bounded by the path length limit (4 KiB).
+Not reproduced: Go's limits on compiled program size and on nesting height.  Python's `re`
+backtracks where RE2 does not, so a hostile rule such as ``(a+)+b`` can make matching slow on a
+long candidate; RE2 bindings (``google-re2``) would remove that, at the cost of a C dependency.
 """
 
 from __future__ import annotations
@@ -485,7 +486,12 @@ def _convert(expr: str) -> str:
                 low, high, end = parsed
                 if low < 0 or low > _MAX_REPEAT or high > _MAX_REPEAT or (0 <= high < low):
                     raise _Unsupported("bad repeat count")
-                text = "{%d}" % low if high == low else "{%d,}" % low if high < 0 else "{%d,%d}" % (low, high)
+                if high == low:
+                    text = "{%d}" % (low,)
+                elif high < 0:
+                    text = "{%d,}" % (low,)
+                else:
+                    text = "{%d,%d}" % (low, high)
                 repeat_op = (text, low, high)
                 i = end
         elif c == "\\":

@@ -983,7 +983,7 @@ class AtomicWrite:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """
         Append ``data`` to the temporary file after checking that the file would fit the quota.
 
