@@ -388,6 +388,26 @@ class BeginWriteTests(SynchronousTestCase):
         self.assertEqual(self.entries(), ["a.txt"])
         self.assertEqual(self.volume.usage(), 11)
 
+    def test_write_many(self) -> None:
+        """
+        ``write_many`` appends every chunk in order, more chunks than one
+        ``writev`` takes included, and refuses a batch over the quota whole.
+        """
+        writer = self.volume.begin_write("/", "many.bin")
+        chunks = [bytes([i % 251]) * (i % 7 + 1) for i in range(3000)]
+        writer.write_many(chunks)
+        writer.write_many([memoryview(b"tail"), bytearray(b"!")])
+        expected = b"".join(chunks) + b"tail!"
+        self.assertEqual(writer.received, len(expected))
+        writer.commit()
+        self.assertEqual(self.root.child("many.bin").getContent(), expected)
+        self.volume.set_disk_limit(len(expected) + 10)
+        writer = self.volume.begin_write("/", "over.bin")
+        writer.write_many([b"x" * 5])
+        self.assertRaises(QuotaExceeded, writer.write_many, [b"y" * 3, b"z" * 3])
+        self.assertEqual(writer.received, 5)
+        writer.abort()
+
     def test_replace_keeps_mode(self) -> None:
         """
         Replacing an existing 0600 file keeps 0600 and accounts only for the size difference.

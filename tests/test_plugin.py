@@ -55,7 +55,7 @@ class ListenDescriptionTests(SynchronousTestCase):
         Plain TCP on ``api.host``:``api.port``; IPv6 colons are escaped.
         """
         config = config_from_dict({"token": TOKEN, "api": {"host": "::", "port": 8080}})
-        self.assertEqual(tap.listen_description(config), "tcp:port=8080:interface=\\:\\:")
+        self.assertEqual(tap.listen_description(config), "tcp:port=8080:interface=\\:\\::backlog=1024")
 
     def test_tls(self) -> None:
         """
@@ -64,7 +64,7 @@ class ListenDescriptionTests(SynchronousTestCase):
         config = config_from_dict({"token": TOKEN, "api": {
             "ssl": {"enabled": True, "cert": "/c/full:chain.pem", "key": "/k.pem"}}})
         self.assertEqual(tap.listen_description(config),
-                         "ssl:port=8080:interface=0.0.0.0:privateKey=/k.pem:"
+                         "ssl:port=8080:interface=0.0.0.0:backlog=1024:privateKey=/k.pem:"
                          "certKey=/c/full\\:chain.pem:extraCertChain=/c/full\\:chain.pem")
 
 

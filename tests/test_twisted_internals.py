@@ -212,3 +212,33 @@ class SendfileEligibilityTests(SynchronousTestCase):
         factory = TLSMemoryBIOFactory(CertificateOptions(), False, None)
         tls = factory.protocol(factory, _Protocol())
         self.assertFalse(sendfile_transport(tls))
+
+
+class ReadSizeTests(SynchronousTestCase):
+    """
+    Streamed request bodies are read in ``STREAM_READ_SIZE`` pieces by
+    raising the connection's ``bufferSize``.
+    """
+
+    def test_do_read_honours_buffer_size(self) -> None:
+        """
+        ``tcp.Connection.doRead`` hands the protocol up to ``bufferSize``
+        bytes in one call.
+        """
+        from wings_twisted.web.request import STREAM_READ_SIZE
+
+        class Recorder(_Protocol):
+            sizes: list = []
+
+            def dataReceived(self, data):
+                Recorder.sizes.append(len(data))
+
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        b.setblocking(False)
+        b.send(b"x" * STREAM_READ_SIZE)
+        connection = tcp.Connection(a, Recorder(), reactor=MemoryReactor())
+        connection.bufferSize = STREAM_READ_SIZE
+        connection.doRead()
+        self.assertGreater(Recorder.sizes[0], 2 ** 16)

@@ -21,11 +21,13 @@ import ipaddress
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from twisted.internet import tcp
 from twisted.web.server import Request
 
 if TYPE_CHECKING:
     from ..node import Node
 
+STREAM_READ_SIZE = 128 * 1024
 CORS_METHODS = b"GET, POST, PATCH, PUT, DELETE, OPTIONS"
 CORS_HEADERS = (b"Accept, Accept-Encoding, Authorization, Cache-Control, Content-Type, "
                 b"Content-Length, Origin, X-Real-IP, X-CSRF-Token")
@@ -168,8 +170,15 @@ class ApiRequest(Request):
         sink = factory(self, uri, length) if factory is not None else None
         if sink is None:
             super().gotLength(length)
-        else:
-            self.content = sink
+            return
+        self.content = sink
+        transport = self.channel.transport
+        if isinstance(transport, tcp.Connection):
+            # Streamed bodies are large: read them in bigger pieces (fewer
+            # trips through the HTTP channel per GiB).  tcp.Connection.doRead
+            # reads up to bufferSize bytes; this connection answers with a
+            # small body, so the larger write threshold does not matter.
+            transport.bufferSize = STREAM_READ_SIZE
 
     def connectionLost(self, reason: Any) -> None:
         """

@@ -30,7 +30,7 @@ from twisted.web.server import Site
 from ..auth import MissingBearer, WrongBearer, check_bearer
 from .downloads import download_tree
 from .errors import ErrorResource, Forbidden, JsonResource, Unauthorized
-from .request import ApiRequest
+from .request import ApiRequest, SinkFactory
 from .servers import ServersResource
 from .system import SystemResource, UpdateResource
 from .uploads import upload_sink_factory, upload_tree
@@ -89,7 +89,8 @@ class ApiSite(Site):
         kwargs.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, **kwargs)
         self.node = node
-        self.body_sinks = {(b"POST", b"/upload/file"): upload_sink_factory(node)}
+        self.body_sinks: dict[tuple[bytes, bytes], SinkFactory] = {
+            (b"POST", b"/upload/file"): upload_sink_factory(node)}
 
 
 def build_root(node: Any) -> Resource:

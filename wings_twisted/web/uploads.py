@@ -56,9 +56,16 @@ from .signed import consume_token, verify_signed_token
 log = Logger()
 
 MIB = 1024 * 1024
-HIGH_WATER = 8 * MIB
-LOW_WATER = 2 * MIB
-COALESCE = 4 * MIB
+# Body bytes waiting for the disk: past HIGH_WATER the socket is paused,
+# below LOW_WATER it resumes.  Small on purpose: these buffers are most of
+# an upload's memory.
+HIGH_WATER = 3 * MIB
+LOW_WATER = 1 * MIB
+# A write job starts once this much is queued for the part (or the part
+# ended), and takes at most JOB_MAX: fewer, larger writev calls from the
+# worker thread, each one GIL hand-off.
+JOB_MIN = 1 * MIB
+JOB_MAX = 2 * MIB
 DISCARD_LIMIT = 64 * MIB
 
 FORM_ERROR = "Failed to get multipart form data from request."
@@ -385,23 +392,29 @@ class UploadSink:
         self._kick()
 
     def _kick(self) -> None:
-        if self._busy or not self._jobs:
-            if not self._busy and not self._jobs:
-                waiting, self._idle = self._idle, []
-                for d in waiting:
-                    d.callback(None)
+        if self._busy:
             return
-        kind, part, data = self._jobs.popleft()
+        if not self._jobs:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+            return
+        kind, part, data = self._jobs[0]
         size = 0
         if kind == "write":
-            chunks = [data]
-            size = len(data)
+            # Wait for a worthwhile batch unless the part (or the body) is over.
+            if self._queued < JOB_MIN and not part.done and not self._closed and \
+                    all(job[0] == "write" for job in self._jobs):
+                return
+            chunks = []
             while (self._jobs and self._jobs[0][0] == "write" and self._jobs[0][1] is part
-                   and size < COALESCE):
+                   and size < JOB_MAX):
                 chunk = self._jobs.popleft()[2]
                 chunks.append(chunk)
                 size += len(chunk)
             data = chunks
+        else:
+            self._jobs.popleft()
         self._busy = True
         d = self._node.run_blocking(self._run_job, kind, part, data)
         d.addCallbacks(self._job_done, self._job_failed, callbackArgs=(kind, part, size),
@@ -416,8 +429,7 @@ class UploadSink:
             part.writer = self.server.volume.begin_write(self.directory, part.name)
         elif kind == "write":
             if part.writer is not None:
-                for chunk in data:
-                    part.writer.write(chunk)
+                part.writer.write_many(data)
         elif kind == "commit":
             if part.writer is not None:
                 self.server.check_writable()
