@@ -247,19 +247,21 @@ def _verify(token: str | bytes, key: str) -> dict[str, Any]:
         raise MalformedToken("token too long")
     if token.count(".") != 2:
         raise MalformedToken("token does not have three segments")
-    # PyJWT raises more than PyJWTError on hostile input (e.g. deeply nested
-    # JSON); whatever goes wrong in there, the token is simply invalid.
+    # One decode (the base64url checks of PyJWT are per character and were
+    # a fifth of a download's cost when run twice).  PyJWT refuses a header
+    # alg outside ``algorithms`` before verifying; the explicit check below
+    # also pins an exact "HS256" string.  PyJWT raises more than PyJWTError
+    # on hostile input (e.g. deeply nested JSON); whatever goes wrong in
+    # there, the token is simply invalid.
     try:
-        header = jwt.get_unverified_header(token)
+        decoded = jwt.decode_complete(token, key, algorithms=["HS256"], options=_PYJWT_OPTIONS)
     except Exception as exc:
-        raise MalformedToken("undecodable JOSE header") from exc
-    alg = header.get("alg")
+        raise MalformedToken("header, signature or payload rejected") from exc
+    header = decoded.get("header")
+    alg = header.get("alg") if isinstance(header, dict) else None
     if not isinstance(alg, str) or alg != "HS256":
         raise MalformedToken("header alg is not HS256")
-    try:
-        claims = jwt.decode(token, key, algorithms=["HS256"], options=_PYJWT_OPTIONS)
-    except Exception as exc:
-        raise MalformedToken("signature or payload rejected") from exc
+    claims = decoded.get("payload")
     if not isinstance(claims, dict):
         raise MalformedToken("payload is not a JSON object")
     return claims
