@@ -402,3 +402,34 @@ class ClientAddressTests(SynchronousTestCase):
                          "203.0.113.7")
         self.assertEqual(client_ip(request("198.51.100.1", **forwarded), ["10.0.0.0/8", "bogus"]),
                          "198.51.100.1")
+
+
+class AccessLogSwitchTests(SynchronousTestCase):
+    """
+    Requests are logged only in debug mode, as upstream.
+    """
+
+    def test_only_in_debug(self) -> None:
+        """
+        ``Site.log`` writes a line with ``access_log`` on and nothing with it
+        off (the default).
+        """
+        import io
+
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from wings_twisted.web.site import build_site
+        h = Harness(FilePath(self.mktemp()))
+        for enabled, expected in ((False, ""), (True, "GET /api/system")):
+            site = build_site(h.node, access_log=enabled)
+            site._logFile = buffer = io.StringIO()
+            request = DummyRequest([b"api", b"system"])
+            request.uri = b"/api/system"
+            request.method = b"GET"
+            request.clientproto = b"HTTP/1.1"
+            request.code = 200
+            request.sentLength = 0
+            site.log(request)
+            self.assertIn(expected, buffer.getvalue())
+            if not enabled:
+                self.assertEqual(buffer.getvalue(), "")

@@ -81,7 +81,8 @@ class Options(usage.Options):
          "Override the API listener with a strports description (e.g. tcp:0)."],
     ]
     optFlags = [
-        ["debug", None, "Debug logging (not written back to the configuration)."],
+        ["debug", None, "Debug logging, including one line per HTTP request (not written back "
+                        "to the configuration)."],
         ["ignore-certificate-errors", None, "Do not verify TLS certificates of outgoing requests."],
     ]
 
@@ -123,7 +124,7 @@ def ensure_directories(config: Config) -> None:
 def build_service(config: Config, reactor: Any, *, config_path: str | None = None,
                   listen: str | None = None, http: HTTPClient | None = None,
                   insecure: bool = False, fatal: Callable[[str], None] | None = None,
-                  environ: Mapping[str, str] | None = None) -> IService:
+                  environ: Mapping[str, str] | None = None, debug: bool = False) -> IService:
     """
     Assemble the daemon around ``reactor``.
 
@@ -162,7 +163,7 @@ def build_service(config: Config, reactor: Any, *, config_path: str | None = Non
     ThreadPoolService(pool).setServiceParent(service)
     if docker is not None:
         _Closing(docker.close).setServiceParent(service)
-    site = build_site(node)
+    site = build_site(node, access_log=debug or config.debug)
     listener = _Listener(strports.service(listen or listen_description(config), site,
                                           reactor=reactor))
     listener.setServiceParent(service)
@@ -236,6 +237,7 @@ def makeService(options: Options) -> IService:
         raise SystemExit("wings: {}".format(e))
     try:
         return build_service(config, reactor, config_path=path, listen=options["listen"],
-                             insecure=bool(options["ignore-certificate-errors"]))
+                             insecure=bool(options["ignore-certificate-errors"]),
+                             debug=bool(options["debug"]))
     except (OSError, DockerError) as e:
         raise SystemExit("wings: {}".format(e))

@@ -39,9 +39,9 @@ from zope.interface import implementer
 log = Logger()
 
 COPY_CHUNK = 256 * 1024
-SENDFILE_CHUNK = 4 * 1024 * 1024
+SENDFILE_CHUNK = 1024 * 1024
 # Bytes moved per reactor turn before yielding to other connections.
-TURN_BUDGET = 16 * 1024 * 1024
+TURN_BUDGET = 2 * 1024 * 1024
 
 
 class ShortFile(Exception):

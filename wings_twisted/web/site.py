@@ -14,8 +14,11 @@ serves it.
     /upload/file              POST (signed URL, streamed body)
 
 Anything else is a JSON 404; ``OPTIONS`` anywhere is the CORS preflight
-(``ApiRequest.process``).  The access log never shows a ``token`` query
-value.
+(``ApiRequest.process``).
+
+Requests are logged only in debug mode (``debug: true`` or ``--debug``),
+as upstream logs them at debug level only; the access log never shows a
+``token`` query value.
 """
 
 from __future__ import annotations
@@ -85,12 +88,22 @@ class ApiSite(Site):
 
     requestFactory = ApiRequest
 
-    def __init__(self, resource: Resource, node: Any, **kwargs: Any) -> None:
+    def __init__(self, resource: Resource, node: Any, *, access_log: bool = False,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, **kwargs)
         self.node = node
+        self.access_log = access_log
         self.body_sinks: dict[tuple[bytes, bytes], SinkFactory] = {
             (b"POST", b"/upload/file"): upload_sink_factory(node)}
+
+
+    def log(self, request: Any) -> None:
+        """
+        One access-log line per request, in debug mode only.
+        """
+        if self.access_log:
+            super().log(request)
 
 
 def build_root(node: Any) -> Resource:
