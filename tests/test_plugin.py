@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.filepath import FilePath

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.web.uploads import base_name, clean_directory, parse_disposition, valid_name
 
-from .support import SERVER, USER, Harness, _Collector, mint, parse_response
+from .support import SERVER, USER, Harness, _Collector, mint
 
 BOUNDARY = "----formboundaryXyZ"
 

@@ -11,7 +11,7 @@ background.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service

@@ -14,10 +14,8 @@ twistd print its whole help text first).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable, Mapping
 
-import treq
 from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import IService, Service

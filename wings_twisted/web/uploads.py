@@ -47,7 +47,6 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
 
-from .. import fs
 from ..auth import UPLOAD
 from ..server import Server, WriteGuarded
 from .errors import ApiError, BadRequest, Conflict, JsonResource, render_async, to_api_error
