@@ -315,6 +315,22 @@ class UploadTests(SynchronousTestCase):
             self.assertEqual(f.read(), b"before")
         self.assertEqual(self.tree(), ["keep.txt"])
 
+    def test_internal_error_is_an_envelope(self) -> None:
+        """
+        A failure inside the header-time checks is a logged 500 envelope with
+        CORS headers, not a dropped connection.
+        """
+        def broken(uuid):
+            raise RuntimeError("registry exploded")
+        self.h.node.registry.get = broken
+        response = self.upload(body(part("files", "x.txt", b"x")))
+        self.assertEqual(response.status, 500)
+        self.assertEqual(response.json()["error"],
+                         "An unexpected error was encountered while processing this request")
+        self.assertEqual(response.header("Access-Control-Allow-Origin"), "http://panel.test")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.tree(), [])
+
     def test_preflight(self) -> None:
         """
         ``OPTIONS /upload/file`` needs no token.

@@ -257,6 +257,11 @@ class UploadSink:
             self._check_headers(token)
         except ApiError as e:
             self.error = e
+        except Exception:
+            # This runs inside Twisted's header parsing: a bug here must turn
+            # into a 500 envelope, not a broken connection.
+            log.failure("Checking an upload request failed")
+            self.error = ApiError()
 
     def _check_headers(self, token: bytes) -> None:
         node = self._node
@@ -312,6 +317,9 @@ class UploadSink:
             self._fail(BadRequest(FORM_ERROR))
         except ApiError as e:
             self._fail(e)
+        except Exception:
+            log.failure("Parsing an upload body failed")
+            self._fail(ApiError())
 
     def close(self) -> None:
         """
