@@ -103,7 +103,7 @@ class DaemonTestCase(TestCase):
     async def start_panel(self, *servers: str) -> None:
         self.state = DevPanelState.from_dict({
             "node": {"token_id": TOKEN_ID, "token": TOKEN, "daemon_url": "http://127.0.0.1:8080"},
-            "servers": [{"uuid": s, "disk_space": 0} for s in servers],
+            "servers": [{"uuid": s, "disk_space": 0, "file_denylist": ["*.secret"]} for s in servers],
             "users": [{"uuid": USER, "id": 7, "username": "tester", "password": "x",
                        "permissions": {s: ["*"] for s in servers}}],
         })
@@ -149,6 +149,13 @@ class DaemonTestCase(TestCase):
         response = await treq.request(method, self.url + path, headers=headers,
                                       reactor=reactor, persistent=False, **kwargs)
         return response, await response.content()
+
+    def token(self, **claims: Any) -> str:
+        """
+        A panel-shaped signed-URL token for the test server, on the wall clock.
+        """
+        claims.setdefault("server_uuid", SERVER)
+        return mint(_WallClock, **claims)
 
     def curl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=60)
@@ -237,9 +244,6 @@ class SignedUrlTests(DaemonTestCase):
     Downloads and uploads through a real daemon with real clients.
     """
 
-    def token(self, **claims: Any) -> str:
-        claims.setdefault("server_uuid", SERVER)
-        return mint(_WallClock, **claims)
 
     async def test_download_statuses(self) -> None:
         """
@@ -389,6 +393,71 @@ class SignedUrlTests(DaemonTestCase):
             self.assertEqual(f.read(), data)
         ranged = await self.curl_async("-k", "-f", "-r", "10-19", url)
         self.assertEqual(ranged.stdout, data[10:20])
+
+
+class StatusCodeTests(DaemonTestCase):
+    """
+    The remaining status codes of the routes of this issue, through a real
+    daemon and curl.
+    """
+
+    async def status(self, *args: str) -> tuple[int, dict]:
+        result = await self.curl_async("-w", "\n%{http_code}", *args)
+        text, _, code = result.stdout.decode().rpartition("\n")
+        return int(code), (json.loads(text) if text.strip() else {})
+
+    async def test_node_api(self) -> None:
+        """
+        401, 403, 404, 405, 422, 409, 202, 204 and 400 on the node API.
+        """
+        await self.start(SERVER)
+        auth = ["-H", "Authorization: Bearer " + TOKEN]
+        other = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"
+        self.state.add_server(other)
+        cases = [
+            ([self.url + "/api/system"], 401),
+            (["-H", "Authorization: Bearer nope", self.url + "/api/system"], 403),
+            (auth + [self.url + "/api/servers/" + other], 404),
+            (auth + ["-X", "PATCH", self.url + "/api/system"], 405),
+            (auth + ["-X", "POST", "-d", '{"uuid": "nope"}', self.url + "/api/servers"], 422),
+            (auth + ["-X", "POST", "-d", '{"uuid": "%s"}' % SERVER, self.url + "/api/servers"], 409),
+            (auth + ["-X", "POST", "-d", "", self.url + "/api/update"], 400),
+            (auth + ["-X", "POST", "-d", '{"uuid": "%s"}' % other, self.url + "/api/servers"], 202),
+            (auth + ["-X", "DELETE", self.url + "/api/servers/" + other], 204),
+            (auth + ["-X", "DELETE", self.url + "/api/servers/" + other], 404),
+        ]
+        for args, expected in cases:
+            code, body = await self.status(*args)
+            self.assertEqual(code, expected, args)
+            if expected >= 400:
+                self.assertIn("request_id", body)
+
+    async def test_signed_url_refusals(self) -> None:
+        """
+        Upload 403 (token), 400 (not multipart, no files, invalid name), and
+        download 403 (egg denylist).
+        """
+        await self.start(SERVER)
+        with open(os.path.join(self.volume, "db.secret"), "wb") as f:
+            f.write(b"s")
+        upload = self.url + "/upload/file?token="
+        cases = [
+            (["-F", "files=@/etc/hostname", upload + "bad"], 403,
+             "The provided token is invalid or has expired."),
+            (["-d", "x=1", upload + self.token()], 400, "Failed to get multipart form data from request."),
+            (["-F", "other=@/etc/hostname", upload + self.token()], 400,
+             "No files were found on the request body."),
+            (["-F", "files=@/etc/hostname;filename=..", upload + self.token()], 400, "Invalid file name."),
+            (["-F", "files=@/etc/hostname;filename=x.secret", upload + self.token()], 403,
+             "This file cannot be modified: present in egg denylist."),
+            ([self.url + "/download/file?token=" + self.token(file_path="/db.secret")], 403,
+             "This file cannot be modified: present in egg denylist."),
+        ]
+        for args, expected, message in cases:
+            code, body = await self.status(*args)
+            self.assertEqual((code, body.get("error")), (expected, message), args)
+        self.assertEqual(sorted(os.listdir(self.volume)), ["db.secret"])
+
 
 
 class _WallClock:
