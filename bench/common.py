@@ -899,3 +899,15 @@ def arguments(description: str, runs: int) -> argparse.ArgumentParser:
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the py-spy run done when a target is missed")
     return parser
+
+
+def main_for(run: Callable[..., dict[str, bool]], description: str, runs: int) -> None:
+    """
+    The command line of one benchmark script: parse the options, measure on
+    the shared test file, print each target's verdict.
+    """
+    args = arguments(description.strip().split("\n\n")[0], runs=runs).parse_args()
+    with data_file(keep=args.keep_data) as data:
+        verdicts = run(data, args.runs, this_command(), profile=not args.no_profile)
+    for name, ok in verdicts.items():
+        print("{}: {}".format("met   " if ok else "MISSED", name))

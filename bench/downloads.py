@@ -19,9 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (GIB, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
-                    alternate, arguments, curl, data_file, header_lines, log, profile_lines, ratio,
-                    scratch, table, this_command, verdict, warm, write_section)
+from common import (main_for, GIB, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
+                    alternate, curl, header_lines, log, profile_lines, ratio,
+                    scratch, table, verdict, warm, write_section)
 
 NAME = "big.bin"
 RANGE_OFFSET = 384 * MIB
@@ -146,16 +146,5 @@ def run(data: str, runs: int, command: str, *, profile: bool = True) -> dict[str
     return targets
 
 
-def main() -> None:
-    """
-    Command line.
-    """
-    args = arguments(__doc__.strip().split("\n\n")[0], runs=11).parse_args()
-    with data_file(keep=args.keep_data) as data:
-        targets = run(data, args.runs, this_command(), profile=not args.no_profile)
-    for name, ok in targets.items():
-        print("{}: {}".format("met   " if ok else "MISSED", name))
-
-
 if __name__ == "__main__":
-    main()
+    main_for(run, __doc__, runs=11)

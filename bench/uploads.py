@@ -21,9 +21,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, SinkServer,  # noqa: E402
-                    Summary, alternate, arguments, curl, data_file, header_lines, log, profile_lines,
-                    ratio, scratch, table, this_command, verdict, warm, write_section)
+from common import (main_for, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, SinkServer,  # noqa: E402
+                    Summary, alternate, curl, header_lines, log, profile_lines,
+                    ratio, scratch, table, verdict, warm, write_section)
 
 TARGETS = ("daemon", "nginx", "ceiling")
 DIRECTORY = "/uploads"
@@ -185,16 +185,5 @@ def run(data: str, runs: int, command: str, *, profile: bool = True) -> dict[str
     return verdicts
 
 
-def main() -> None:
-    """
-    Command line.
-    """
-    args = arguments(__doc__.strip().split("\n\n")[0], runs=7).parse_args()
-    with data_file(keep=args.keep_data) as data:
-        verdicts = run(data, args.runs, this_command(), profile=not args.no_profile)
-    for name, ok in verdicts.items():
-        print("{}: {}".format("met   " if ok else "MISSED", name))
-
-
 if __name__ == "__main__":
-    main()
+    main_for(run, __doc__, runs=7)

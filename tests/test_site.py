@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -350,6 +351,20 @@ class ServersTests(SynchronousTestCase):
         self.assertEqual(self.h.get("/api/servers/" + SERVER, method="DELETE").status, 404)
 
 
+def _finished_request(method: bytes, uri: bytes) -> Any:
+    """
+    A request as the access log sees it once answered (200).
+    """
+    from twisted.web.test.requesthelper import DummyRequest
+    request = DummyRequest(uri.split(b"?")[0].split(b"/")[1:])
+    request.uri = uri
+    request.method = method
+    request.clientproto = b"HTTP/1.1"
+    request.code = 200
+    request.sentLength = 0
+    return request
+
+
 class AccessLogTests(SynchronousTestCase):
     """
     The access log never shows a signed-URL token.
@@ -359,15 +374,8 @@ class AccessLogTests(SynchronousTestCase):
         """
         ``token=`` values are replaced by ``***``, other parameters kept.
         """
-        from twisted.web.test.requesthelper import DummyRequest
-
         from wings_twisted.web.site import redacting_log_formatter
-        request = DummyRequest([b"download", b"file"])
-        request.uri = b"/upload/file?token=eyJhbGciOi.secret.sig&directory=/x"
-        request.method = b"POST"
-        request.clientproto = b"HTTP/1.1"
-        request.code = 200
-        request.sentLength = 0
+        request = _finished_request(b"POST", b"/upload/file?token=eyJhbGciOi.secret.sig&directory=/x")
         line = redacting_log_formatter("[27/Nov/2026:04:00:00 +0000]", request)
         self.assertIn("token=***&directory=/x", line)
         self.assertNotIn("secret", line)
@@ -416,20 +424,12 @@ class AccessLogSwitchTests(SynchronousTestCase):
         """
         import io
 
-        from twisted.web.test.requesthelper import DummyRequest
-
         from wings_twisted.web.site import build_site
         h = Harness(FilePath(self.mktemp()))
         for enabled, expected in ((False, ""), (True, "GET /api/system")):
             site = build_site(h.node, access_log=enabled)
             site._logFile = buffer = io.StringIO()
-            request = DummyRequest([b"api", b"system"])
-            request.uri = b"/api/system"
-            request.method = b"GET"
-            request.clientproto = b"HTTP/1.1"
-            request.code = 200
-            request.sentLength = 0
-            site.log(request)
+            site.log(_finished_request(b"GET", b"/api/system"))
             self.assertIn(expected, buffer.getvalue())
             if not enabled:
                 self.assertEqual(buffer.getvalue(), "")
