@@ -276,6 +276,17 @@ class UploadTests(SynchronousTestCase):
         other = mint(self.h.clock, server_uuid="0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7")
         self.assertEqual(self.h.request(raw_upload(other, payload)).status, 404)
 
+    def test_upload_id_cannot_be_resumed_by_a_download(self) -> None:
+        """
+        A ``unique_id`` first used by an upload is burnt for downloads too,
+        Range continuation included (the store is shared, §2.3).
+        """
+        payload = body(part("files", "u.txt", b"u"))
+        self.assertEqual(self.h.request(raw_upload(self.token(unique_id="shared-id"), payload)).status, 200)
+        download = mint(self.h.clock, server_uuid=SERVER, file_path="/u.txt", unique_id="shared-id")
+        response = self.h.get("/download/file?token=" + download, {"Authorization": None, "Range": "bytes=0-"})
+        self.assertEqual(response.status, 404)
+
     def test_write_guard(self) -> None:
         """
         While restoring or receiving a transfer, uploads are 409 and write

@@ -81,7 +81,7 @@ class _DownloadResource(Resource):
         claims, server = verify_signed_token(node, _first_arg(request, b"token"), self.kind)
         ranges = request.requestHeaders.getRawHeaders(b"Range")
         if not head:
-            consume_token(node, request, claims, is_range=ranges is not None)
+            consume_token(node, request, claims, is_range=ranges is not None, resumable=True)
         fd, st, name = await self.open(server, claims)
         try:
             return self._respond(request, fd, st, name, ranges, head=head)

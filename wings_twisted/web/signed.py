@@ -33,14 +33,16 @@ def verify_signed_token(node: Any, token: bytes | None, kind: TokenKind) -> tupl
     return claims, server
 
 
-def consume_token(node: Any, request: Any, claims: dict[str, Any], *, is_range: bool) -> None:
+def consume_token(node: Any, request: Any, claims: dict[str, Any], *, is_range: bool,
+                  resumable: bool) -> None:
     """
     Step 8: record the ``unique_id``; a reuse is refused with 404 unless the
-    Range continuation rule allows it (§2.3).
+    Range continuation rule allows it (§2.3).  Only downloads are
+    ``resumable`` (and only while ``api.downloads.allow_range_resume``); an
+    id first used by an upload can never be continued by anything.
     """
-    config = node.config
+    allow = resumable and node.config.api.downloads.allow_range_resume
     ok = node.tokens.consume(claims["unique_id"], client_ip=request.client_ip(), exp=claims["exp"],
-                             is_range=is_range,
-                             allow_resume=config.api.downloads.allow_range_resume)
+                             is_range=is_range, allow_resume=allow)
     if not ok:
         raise ApiError(NOT_FOUND_ON_SERVER, status=404)

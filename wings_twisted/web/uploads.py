@@ -266,7 +266,7 @@ class UploadSink:
     def _check_headers(self, token: bytes) -> None:
         node = self._node
         self.claims, self.server = verify_signed_token(node, token, UPLOAD)
-        consume_token(node, self._request, self.claims, is_range=False)
+        consume_token(node, self._request, self.claims, is_range=False, resumable=False)
         try:
             self.server.check_writable()
         except WriteGuarded as e:
