@@ -433,3 +433,26 @@ class AccessLogSwitchTests(SynchronousTestCase):
             self.assertIn(expected, buffer.getvalue())
             if not enabled:
                 self.assertEqual(buffer.getvalue(), "")
+
+
+class MethodTests(SynchronousTestCase):
+    """
+    Every route answers a method it does not take with the JSON 405.
+    """
+
+    def test_signed_url_routes(self) -> None:
+        """
+        ``HEAD /upload/file`` (Twisted would fake it with a GET that does not
+        exist) and ``PUT`` or an unknown method on the download routes are
+        JSON 405s listing what the route takes; nothing is logged as a failure.
+        """
+        h = Harness(FilePath(self.mktemp()), SERVER)
+        for method, path, allowed in [("HEAD", "/upload/file", "POST"),
+                                      ("PUT", "/download/file?token=x", "GET, HEAD"),
+                                      ("BREW", "/download/backup", "GET, HEAD")]:
+            response = h.get(path, {"Authorization": None}, method=method)
+            self.assertEqual(response.status, 405, method + " " + path)
+            self.assertEqual(response.header("Allow"), allowed)
+            if method != "HEAD":
+                self.assertIn("error", response.json())
+        self.assertEqual(self.flushLoggedErrors(), [])

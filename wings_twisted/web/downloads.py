@@ -44,7 +44,7 @@ def _first_arg(request: Any, name: bytes) -> bytes | None:
     return values[0] if values else None
 
 
-class _DownloadResource(Resource):
+class _DownloadResource(JsonResource):
     """
     Shared GET/HEAD machinery; subclasses say which token kind they take and
     how they open the file.

@@ -289,11 +289,24 @@ class JsonResource(Resource):
         Dispatch to ``render_<METHOD>`` or answer 405.
         """
         method = request.method.decode("ascii", "replace")
-        handler = getattr(self, "render_" + method, None)
-        if handler is None:
-            allowed = sorted(name[len("render_"):].encode() for name in dir(self)
-                             if name.startswith("render_") and name != "render_HEAD")
+        allowed = self.allowed_methods()
+        if method.encode("ascii", "replace") not in allowed:
             if not allowed:
                 return error_body(request, NotFound())
-            return error_body(request, MethodNotAllowed(allowed))
-        return handler(request)
+            return error_body(request, MethodNotAllowed(sorted(allowed)))
+        return getattr(self, "render_" + method)(request)
+
+    def allowed_methods(self) -> set[bytes]:
+        """
+        The methods this resource defines a ``render_<METHOD>`` for.
+        ``Resource``'s own ``render_HEAD`` (HEAD answered by running GET)
+        does not count.
+        """
+        allowed = set()
+        for name in dir(self):
+            if not name.startswith("render_") or not name[7:].isupper():
+                continue
+            if name == "render_HEAD" and getattr(type(self), name) is Resource.render_HEAD:
+                continue
+            allowed.add(name[7:].encode("ascii"))
+        return allowed
