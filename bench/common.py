@@ -911,3 +911,10 @@ def main_for(run: Callable[..., dict[str, bool]], description: str, runs: int) -
         verdicts = run(data, args.runs, this_command(), profile=not args.no_profile)
     for name, ok in verdicts.items():
         print("{}: {}".format("met   " if ok else "MISSED", name))
+
+
+def verdict_lines(verdicts: dict[str, bool]) -> list[str]:
+    """
+    The "Targets:" list of a section.
+    """
+    return ["", "Targets:", ""] + ["- {}: {}".format(name, verdict(ok)) for name, ok in verdicts.items()]

@@ -19,9 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (main_for, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
+from common import (main_for, verdict_lines, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
                     alternate, curl, header_lines, listen_overflows, log, median,
-                    profile_lines, ratio, scratch, table, verdict, warm, write_section)
+                    profile_lines, ratio, scratch, table, warm, write_section)
 
 CLIENTS = 64
 SPAN = 16 * MIB
@@ -133,8 +133,7 @@ def report(results: dict[str, list[Run]], runs: int, command: str, background: B
     body += table(["Server", "MiB/s (median)", "min–max", "CPU s/GiB psutil", "CPU s/GiB schedstat",
                    "curl CPU s/GiB", "listen overflows (runs affected)", "slowest connect s",
                    "slowest first byte s", "peak RSS MiB (nginx: worker)"], rows)
-    body += ["", "Targets:", ""]
-    body += ["- {}: {}".format(name, verdict(ok)) for name, ok in verdicts.items()]
+    body += verdict_lines(verdicts)
     body += extra
     return body, verdicts
 

@@ -19,9 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (main_for, GIB, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
+from common import (main_for, verdict_lines, GIB, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
                     alternate, curl, header_lines, log, profile_lines, ratio,
-                    scratch, table, verdict, warm, write_section)
+                    scratch, table, warm, write_section)
 
 NAME = "big.bin"
 RANGE_OFFSET = 384 * MIB
@@ -115,8 +115,7 @@ def report(results: dict[tuple[str, str], list[Sample]], runs: int, command: str
         " (reset through `/proc/<pid>/clear_refs` before each run)"] + background.lines() + [""]
     body += table(["Case", "Server", "MiB/s (median)", "min–max", "CPU s/GiB psutil",
                    "CPU s/GiB schedstat", "curl CPU s/GiB", "peak RSS MiB (nginx: worker)"], rows)
-    body += ["", "Targets:", ""]
-    body += ["- {}: {}".format(name, verdict(ok)) for name, ok in targets.items()]
+    body += verdict_lines(targets)
     body += extra
     return body, targets
 

@@ -21,9 +21,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (main_for, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, SinkServer,  # noqa: E402
+from common import (main_for, verdict_lines, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, SinkServer,  # noqa: E402
                     Summary, alternate, curl, header_lines, log, profile_lines,
-                    ratio, scratch, table, verdict, warm, write_section)
+                    ratio, scratch, table, warm, write_section)
 
 TARGETS = ("daemon", "nginx", "ceiling")
 DIRECTORY = "/uploads"
@@ -155,8 +155,7 @@ def report(results: dict[str, list[Sample]], targets: Targets, runs: int, comman
         " faults of the server process per GiB; peak RSS sampled every 20 ms + VmHWM"] + background.lines() + [""]
     body += table(["Server", "MiB/s (median)", "min–max", "CPU s/GiB psutil", "CPU s/GiB schedstat",
                    "minor faults/GiB", "curl CPU s/GiB", "peak RSS MiB (nginx: worker)"], rows)
-    body += ["", "Targets:", ""]
-    body += ["- {}: {}".format(name, verdict(ok)) for name, ok in verdicts.items()]
+    body += verdict_lines(verdicts)
     body += extra
     return body, verdicts
 
