@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -94,7 +95,8 @@ class DaemonTestCase(TestCase):
                         "backup_directory", "tmp_directory")},
             "environment": {"driver": "process"},
         }
-        config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        # An existing account: the daemon would otherwise create "pterodactyl".
+        config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
         path = os.path.join(base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)

@@ -9,7 +9,6 @@ limit) reads ``node.config`` on each use instead of keeping a copy.
 from __future__ import annotations
 
 import os
-import pwd
 from typing import Any, Mapping
 
 from twisted.internet.interfaces import IReactorTime
@@ -29,20 +28,15 @@ log = Logger()
 
 def resolve_user(config: Config) -> tuple[int, int]:
     """
-    The uid/gid that owns volume files: ``system.user.uid/gid`` when set,
-    else the ``system.username`` account, else the daemon's own user (a
-    development run as an ordinary user).
+    The uid/gid that owns volume files: ``system.user.uid/gid``, which
+    ``sysuser.resolve_system_user`` settles at boot; the daemon's own ids
+    when a configuration built elsewhere (tests) leaves them unset.
     """
     user = config.system.user
-    uid = getattr(user, "uid", None)
-    gid = getattr(user, "gid", None)
+    uid, gid = user.uid, user.gid
     if isinstance(uid, int) and uid >= 0 and isinstance(gid, int) and gid >= 0:
         return uid, gid
-    try:
-        entry = pwd.getpwnam(config.system.username)
-        return entry.pw_uid, entry.pw_gid
-    except KeyError:
-        return os.getuid(), os.getgid()
+    return os.getuid(), os.getgid()
 
 
 class Node:

@@ -34,6 +34,7 @@ from .docker import DockerClient, DockerError
 from .node import Node
 from .panel import PanelClient
 from .service import ThreadPoolService, WingsService
+from .sysuser import SystemUserError, resolve_system_user
 from .web.site import build_site
 
 log = Logger()
@@ -230,8 +231,8 @@ def makeService(options: Options) -> IService:
     tune_malloc()
     path = os.path.abspath(options["config"])
     try:
-        config = load_config(path)
-    except ConfigError as e:
+        config = resolve_system_user(load_config(path))
+    except (ConfigError, SystemUserError) as e:
         raise SystemExit("wings: {}".format(e))
     try:
         return build_service(config, reactor, config_path=path, listen=options["listen"],
