@@ -31,6 +31,8 @@ setup(
         "pyyaml>=6.0",
         "multipart>=1.2,<3",
         "psutil>=5.9",
+        # zoneinfo falls back to it where the system has no zone database
+        "tzdata",
     ],
     extras_require={"test": ["hypothesis>=6.100"]},
 )

@@ -35,6 +35,7 @@ from .node import Node
 from .panel import PanelClient
 from .service import ThreadPoolService, WingsService
 from .sysuser import SystemUserError, resolve_system_user
+from .timezone import TimezoneError, resolve_timezone
 from .web.site import build_site
 
 log = Logger()
@@ -231,8 +232,8 @@ def makeService(options: Options) -> IService:
     tune_malloc()
     path = os.path.abspath(options["config"])
     try:
-        config = resolve_system_user(load_config(path))
-    except (ConfigError, SystemUserError) as e:
+        config = resolve_timezone(resolve_system_user(load_config(path)))
+    except (ConfigError, SystemUserError, TimezoneError) as e:
         raise SystemExit("wings: {}".format(e))
     try:
         return build_service(config, reactor, config_path=path, listen=options["listen"],
