@@ -282,6 +282,36 @@ class SignedUrlTests(DaemonTestCase):
         response, body = await self.call("GET", "/download/file?token=" + self.token(file_path="/pipe"))
         self.assertEqual((response.code, json.loads(body)["error"]), (400, "Cannot open files of this type."))
 
+    async def test_client_gone_mid_download_closes_file(self) -> None:
+        """
+        A client that disconnects in the middle of a (sendfile) download
+        leaves no open descriptor of the file in the daemon.
+        """
+        await self.start(SERVER)
+        path = os.path.join(self.volume, "big.dat")
+        with open(path, "wb") as f:
+            f.truncate(64 * 1024 * 1024)
+        url = self.url + "/download/file?token=" + self.token(file_path="/big.dat")
+        client = subprocess.Popen(["curl", "-sS", "--limit-rate", "1M", "-o", "/dev/null", url])
+        daemon = psutil.Process(self.process.pid)
+
+        def holds_file() -> bool:
+            return any(f.path == path for f in daemon.open_files())
+        for _ in range(200):
+            if holds_file():
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(holds_file(), "the download never started")
+        client.kill()
+        client.wait(10)
+        for _ in range(200):
+            if not holds_file():
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(holds_file())
+        response, _ = await self.call("GET", "/api/system", headers={"Authorization": "Bearer " + TOKEN})
+        self.assertEqual(response.code, 200)
+
     async def test_curl_resume(self) -> None:
         """
         An interrupted download resumes with ``curl -C -`` on the same URL.
