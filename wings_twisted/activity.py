@@ -22,7 +22,7 @@ import ipaddress
 import json
 import sqlite3
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.logger import Logger
 
@@ -66,7 +66,7 @@ class ActivityLog:
     """
 
     def __init__(self, path: str, *, clock: Callable[[], float], run_blocking: RunBlocking,
-                 send: Callable[[list[Mapping[str, Any]]], Any], batch: int = 100) -> None:
+                 send: Callable[[Sequence[Mapping[str, Any]]], Any], batch: int = 100) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, DeferredList, FirstError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 
 from . import __version__
 
@@ -126,8 +127,8 @@ class PanelClient:
         while True:
             try:
                 response = await self._http.request(
-                    method, url, params=params, data=data, headers=self._headers(),
-                    timeout=self.timeout, reactor=self._clock)
+                    method, url, params=params, data=data, headers=Headers(self._headers()),
+                    timeout=self.timeout, reactor=cast(Any, self._clock))
                 content = await response.content()
                 status = response.code
             except CancelledError:

@@ -176,10 +176,9 @@ class _Listener(Service):
     line instead of a traceback.
     """
 
-    name = "api"
-
     def __init__(self, inner: IService) -> None:
         self.inner = inner
+        self.setName("api")
 
     def privilegedStartService(self) -> None:
         """

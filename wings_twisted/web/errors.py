@@ -14,7 +14,7 @@ and scripts match on them.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Coroutine, Mapping
+from typing import Any, Callable, Coroutine, Mapping, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -182,7 +182,7 @@ def render_failure(request: Request, failure: Failure) -> None:
         return
     if request.startedWriting:
         # Headers are gone; the only honest signal left is a broken connection.
-        request.transport.abortConnection()
+        cast(Any, request.channel).transport.abortConnection()
         return
     body = error_body(request, error)
     if request.method != b"HEAD":

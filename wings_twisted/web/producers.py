@@ -136,8 +136,10 @@ class FileBodyProducer:
     def _pump_copy(self) -> None:
         # A real transport pauses us from inside write() once its buffer is
         # over its limit, so this loop sends about one chunk per turn.
+        fd = self._fd
+        assert fd is not None
         while not self._paused and self._remaining:
-            data = os.pread(self._fd, min(COPY_CHUNK, self._remaining), self._position)
+            data = os.pread(fd, min(COPY_CHUNK, self._remaining), self._position)
             if not data:
                 raise ShortFile()
             self._position += len(data)
@@ -150,10 +152,12 @@ class FileBodyProducer:
 
     def _pump_sendfile(self) -> None:
         sock = self._transport.getHandle().fileno()
+        fd = self._fd
+        assert fd is not None
         sent = 0
         while self._remaining and sent < TURN_BUDGET:
             try:
-                n = os.sendfile(sock, self._fd, self._position,
+                n = os.sendfile(sock, fd, self._position,
                                 min(self._remaining, SENDFILE_CHUNK))
             except BlockingIOError:
                 break

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, cast
 
 from twisted.internet import tcp
 from twisted.web.server import Request
@@ -153,7 +153,7 @@ class ApiRequest(Request):
         """
         The shared daemon state of the site this request arrived on.
         """
-        return self.channel.site.node
+        return cast(Any, self.channel).site.node
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -166,12 +166,12 @@ class ApiRequest(Request):
             path = uri.split(b"?", 1)[0]
             if path.endswith(b"/") and len(path) > 1:
                 path = path[:-1]
-            factory = self.channel.site.body_sinks.get((method, path))
+            factory = cast(Any, self.channel).site.body_sinks.get((method, path))
         sink = factory(self, uri, length) if factory is not None else None
         if sink is None:
             super().gotLength(length)
             return
-        self.content = sink
+        self.content = sink  # type: ignore[assignment]  # a file-like sink, see BodySink
         transport = self.channel.transport
         if isinstance(transport, tcp.Connection):
             # Streamed bodies are large: read them in bigger pieces (fewer

@@ -308,6 +308,7 @@ class UploadSink:
         if self.error is not None or self._closed:
             self._discard(len(data))
             return
+        assert self._parser is not None  # set whenever there is no error
         try:
             for event in self._parser.parse(data):
                 if self.error is not None:
@@ -432,14 +433,16 @@ class UploadSink:
         """
         Blocking half of a job (worker thread).
         """
+        server = self.server
+        assert server is not None  # jobs only exist once the token named a server
         if kind == "begin":
-            part.writer = self.server.volume.begin_write(self.directory, part.name)
+            part.writer = server.volume.begin_write(self.directory, part.name)
         elif kind == "write":
             if part.writer is not None:
                 part.writer.write_many(data)
         elif kind == "commit":
             if part.writer is not None:
-                self.server.check_writable()
+                server.check_writable()
                 part.writer.commit()
         elif kind == "abort":
             if part.writer is not None:
@@ -448,7 +451,7 @@ class UploadSink:
     def _job_done(self, _: None, kind: str, part: _Part, size: int) -> None:
         self._busy = False
         self._queued -= size
-        if kind == "commit" and part.writer is not None:
+        if kind == "commit" and part.writer is not None and self.server is not None:
             self._node.activity.record(
                 "server:file.uploaded", server=self.server.uuid,
                 user=self.claims.get("user_uuid"), ip=self.client_ip,
