@@ -7,7 +7,7 @@ CONFIG ?= conf/config.example.yml
 PANEL_CONFIG ?= conf/devpanel.yml
 PANEL_LISTEN ?= tcp:8081:interface=127.0.0.1
 
-.PHONY: run test venv install test-deps bench clean
+.PHONY: run test venv install test-deps typecheck bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,15 @@ run: install
 	done; \
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/twistd --pidfile= -n wings --config $(CONFIG)
 
+# Checkers are pinned: a new release must not turn a landed tree red.
 test-deps: install
-	$(PIP) install --quiet "hypothesis>=6.100"
+	$(PIP) install --quiet "hypothesis>=6.100" "mypy==2.4.1" "mypy-zope==1.0.17" \
+		"types-PyYAML==6.0.12.20261122"
 
-test: test-deps
+typecheck: test-deps
+	$(VENV)/bin/mypy wings_twisted
+
+test: typecheck
 	$(PY) -m twisted.trial tests
 
 bench: install

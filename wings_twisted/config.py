@@ -84,7 +84,7 @@ import re
 import tempfile
 import types
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Mapping, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -782,7 +782,7 @@ def _convert(hint: Any, value: Any, text: Any, path: str, current: Any) -> Any:
             return current
         if not isinstance(value, Mapping):
             raise _type_error(path, "a mapping", value)
-        return _build(hint, value, text, path, current)
+        return _build(cast(type, hint), value, text, path, current)
     if hint is Any:
         return copy.deepcopy(value)
     origin = get_origin(hint)
@@ -820,7 +820,7 @@ def _convert(hint: Any, value: Any, text: Any, path: str, current: Any) -> Any:
             key = _convert_key(key_hint, raw_key, path)
             base = result.get(key)
             if base is None and is_dataclass(value_hint):
-                base = value_hint()
+                base = cast(type, value_hint)()
             result[key] = _convert(
                 value_hint, item, _text_child(text, raw_key), _join(path, raw_key), base
             )
@@ -926,7 +926,7 @@ def _resolve_credentials(
     config: Config, environ: Mapping[str, str]
 ) -> tuple[Config, dict[str, tuple[str, str]]]:
     sources: dict[str, tuple[str, str]] = {}
-    resolved: dict[str, str] = {}
+    resolved: dict[str, Any] = {}
     for name, variable in (("token_id", "WINGS_TOKEN_ID"), ("token", "WINGS_TOKEN")):
         written = getattr(config, name)
         chosen = environ.get(variable, "") or written
@@ -936,7 +936,7 @@ def _resolve_credentials(
 
 
 def _resolve_paths(config: Config, cwd: str) -> Config:
-    changes = {}
+    changes: dict[str, Any] = {}
     for f in _schema_fields(SystemConfig):
         if f.metadata.get("path"):
             value = getattr(config.system, f.name)
@@ -1109,7 +1109,7 @@ def _with_unknown(cls: type, known: dict[Any, Any], raw: Any) -> dict[Any, Any]:
             if not isinstance(sub, Mapping):
                 continue
             if is_dataclass(hint):
-                result[name] = _with_unknown(hint, result[name], sub)
+                result[name] = _with_unknown(cast(type, hint), result[name], sub)
             elif get_origin(hint) is dict and is_dataclass(get_args(hint)[1]):
                 entries = dict(result[name])
                 for entry, entry_raw in sub.items():
@@ -1222,7 +1222,7 @@ def _filter_update(cls: type, body: Mapping[Any, Any]) -> dict[Any, Any]:
                     out[name] = None
                 continue
             if is_dataclass(hint) and isinstance(value, Mapping):
-                value = _merge_trees(out.get(name) or {}, _filter_update(hint, value))
+                value = _merge_trees(out.get(name) or {}, _filter_update(cast(type, hint), value))
             out[name] = value
     return out
 
@@ -1309,4 +1309,4 @@ def _replace_one(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
         raise KeyError(dotted)
     if len(parts) > 1:
         value = _replace_one(getattr(obj, name), parts[1:], value, dotted)
-    return dataclasses.replace(obj, **{name: value})
+    return dataclasses.replace(cast(Any, obj), **{name: value})

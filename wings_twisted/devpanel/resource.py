@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -147,7 +147,7 @@ class RemoteApiResource(Resource):
         """
         Answer any method; see the module docstring for the order of steps.
         """
-        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or []]
         if segments and segments[-1] == "":
             segments.pop()
         method = request.method.decode("ascii", "replace").upper()
@@ -276,7 +276,7 @@ class RunningPanel:
         """
         Stop listening.
         """
-        return maybeDeferred(self.port.stopListening)
+        return maybeDeferred(cast(Callable[[], Any], self.port.stopListening))
 
 
 async def _listen(state: DevPanelState, reactor: Any, description: str, set_url: bool) -> RunningPanel:

@@ -57,7 +57,7 @@ class S3Resource(Resource):
         """
         Record, apply a scripted fault, then store or serve.
         """
-        key = "/".join(s.decode("utf-8", "replace") for s in request.postpath)
+        key = "/".join(s.decode("utf-8", "replace") for s in request.postpath or [])
         method = request.method.decode("ascii", "replace").upper()
         record = record_request(self._state, request, self._reactor.seconds(), ROUTE, body=False)
         content = getattr(request, "content", None)

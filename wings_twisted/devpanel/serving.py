@@ -57,7 +57,7 @@ def record_request(
     """
     content = getattr(request, "content", None)
     raw = content.read() if body and content is not None else b""
-    segments = [s.decode("utf-8", "replace") for s in request.prepath + request.postpath]
+    segments = [s.decode("utf-8", "replace") for s in (request.prepath or []) + (request.postpath or [])]
     record = ReceivedRequest(
         method=request.method.decode("ascii", "replace").upper(),
         path=normalise_path("/" + "/".join(segments)),
