@@ -685,6 +685,21 @@ class BackupTests(SynchronousTestCase):
         self.state.add_backup(self.backup, server=SERVER)
         self.panel = _Panel(self.state)
 
+    def test_backup_of_another_node(self) -> None:
+        """
+        Both backup routes refuse a backup whose server is not on this node
+        (403) and an unknown one (404).
+        """
+        foreign = "0c0c0c0c-1111-4222-8333-444444444444"
+        self.state.add_backup(foreign, server="99999999-1111-4222-8333-444444444444")
+        report = {"successful": False}
+        for method, suffix, body in (("GET", "?size=1", None), ("POST", "", report)):
+            status, _, raw = self.panel.call(self, method, "/api/remote/backups/" + foreign + suffix, body)
+            self.assertEqual(status, 403, method)
+            self.assertIn(b"permission to access that backup", raw)
+            self.assertEqual(self.panel.call(self, method, "/api/remote/backups/" + OTHER + suffix, body)[0],
+                             404, method)
+
     def test_part_urls(self) -> None:
         """
         ``?size=`` gives ``ceil(size / part_size)`` part URLs; missing size is

@@ -204,8 +204,18 @@ def _backup(call: Call) -> BackupFixture | None:
     return backup
 
 
-def _foreign(call: Call, backup: BackupFixture) -> bool:
-    return backup.server_uuid is not None and backup.server_uuid not in call.state.servers
+def _owned_backup(call: Call) -> BackupFixture | Reply:
+    """
+    The backup a node asks about, or the Panel's answer when it may not:
+    404 unknown, 403 when it belongs to a server of another node.
+    """
+    backup = _backup(call)
+    if backup is None:
+        return not_found()
+    if backup.server_uuid is not None and backup.server_uuid not in call.state.servers:
+        return error_reply(403, "You do not have permission to access that backup.",
+                           code="HttpForbiddenException")
+    return backup
 
 
 def backup_part_urls(call: Call) -> Reply:
@@ -217,11 +227,9 @@ def backup_part_urls(call: Call) -> Reply:
     size = php_int(call.arg("size"))
     if not size:
         return error_reply(400, 'A non-empty "size" query parameter must be provided.')
-    backup = _backup(call)
-    if backup is None:
-        return not_found()
-    if _foreign(call, backup):
-        return error_reply(403, "You do not have permission to access that backup.", code="HttpForbiddenException")
+    backup = _owned_backup(call)
+    if not isinstance(backup, BackupFixture):
+        return backup
     if backup.completed:
         return error_reply(409, "This backup is already in a completed state.")
     if state.backup_disk != "s3":
@@ -257,11 +265,9 @@ def backup_report(call: Call) -> Reply:
         v.check("parts.{}.part_number".format(i), required=True, kind="numeric")
     if (reply := v.reply()) is not None:
         return reply
-    backup = _backup(call)
-    if backup is None:
-        return not_found()
-    if _foreign(call, backup):
-        return error_reply(403, "You do not have permission to access that backup.", code="HttpForbiddenException")
+    backup = _owned_backup(call)
+    if not isinstance(backup, BackupFixture):
+        return backup
     if backup.successful:
         return error_reply(400, "Cannot update the status of a backup that is already marked as completed.")
     body = call.body
