@@ -83,15 +83,28 @@ class _DownloadResource(JsonResource):
         if not head:
             consume_token(node, request, claims, is_range=ranges is not None, resumable=True)
         fd, st, name = await self.open(server, claims)
+        # The descriptor is ours until a producer takes it.
         try:
-            return self._respond(request, fd, st, name, ranges, head=head)
+            span = self._headers(request, st, name, ranges, head=head)
         except BaseException:
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
             raise
+        if isinstance(span, bytes):
+            os.close(fd)
+            return span
+        producer = FileBodyProducer(request, fd, *span)
+        request.notifyFinish().addErrback(lambda _: producer.stopProducing())
+        producer.start().addCallbacks(lambda _: request.finish(),
+                                      lambda f: self._stream_failed(request, f))
+        return NOT_DONE_YET
 
-    def _respond(self, request: Any, fd: int, st: os.stat_result, name: str,
-                 ranges: list[bytes] | None, *, head: bool) -> Any:
+    def _headers(self, request: Any, st: os.stat_result, name: str,
+                 ranges: list[bytes] | None, *, head: bool) -> bytes | tuple[int, int]:
+        """
+        Decide the status and set the headers from the ``fstat`` of the open
+        file: the ``(offset, length)`` to stream, or the whole answer as bytes
+        (a HEAD, a 416).
+        """
         size = st.st_size
         etag = etag_for(st)
         mtime = int(st.st_mtime)
@@ -106,7 +119,6 @@ class _DownloadResource(JsonResource):
                                       if_range[0] if if_range else None, size=size, etag=etag,
                                       last_modified=mtime, now=self._node.clock.seconds())
         except RangeNotSatisfiable as e:
-            os.close(fd)
             request.setHeader(b"Content-Range", e.content_range.encode("ascii"))
             return write_json(request, 416, {"error": "The requested range is not satisfiable.",
                                              "request_id": request.request_id})
@@ -117,14 +129,7 @@ class _DownloadResource(JsonResource):
         request.setHeader(b"Content-Type", b"application/octet-stream")
         request.setHeader(b"Content-Disposition", content_disposition(name).encode("ascii"))
         request.setHeader(b"Content-Length", b"%d" % length)
-        if head:
-            os.close(fd)
-            return b""
-        producer = FileBodyProducer(request, fd, offset, length)
-        request.notifyFinish().addErrback(lambda _: producer.stopProducing())
-        producer.start().addCallbacks(lambda _: request.finish(),
-                                      lambda f: self._stream_failed(request, f))
-        return NOT_DONE_YET
+        return b"" if head else (offset, length)
 
     def _stream_failed(self, request: Any, failure: Any) -> None:
         if failure.check(Stopped):
