@@ -125,32 +125,27 @@ def _latin1_to_text(value: str) -> str:
     return value.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
 
 
-def part_filename(segment: MultipartSegment) -> str | None:
+def part_file(segment: MultipartSegment) -> tuple[str | None, str | None]:
     """
-    The raw file name of a form part, or ``None`` when it has none (§6.2 step 1).
+    A form part's field name and raw file name (``None`` when it has none),
+    from one parse of its ``Content-Disposition`` (§6.2 step 1).
     """
     disposition = segment.header("Content-Disposition")
     if disposition is None:
-        return None
+        return None, None
     params = parse_disposition(disposition)
+    name = params.get("name")
     extended = params.get("filename*")
     if extended is not None:
         charset, _, rest = extended.partition("'")
         _, _, encoded = rest.partition("'")
         try:
-            return urllib.parse.unquote(encoded, encoding=charset or "utf-8", errors="surrogateescape")
+            return name, urllib.parse.unquote(encoded, encoding=charset or "utf-8",
+                                              errors="surrogateescape")
         except LookupError:
-            return urllib.parse.unquote(encoded, errors="surrogateescape")
+            return name, urllib.parse.unquote(encoded, errors="surrogateescape")
     filename = params.get("filename")
-    return None if filename is None else _latin1_to_text(filename)
-
-
-def part_name(segment: MultipartSegment) -> str | None:
-    """
-    The form field name of a part.
-    """
-    disposition = segment.header("Content-Disposition")
-    return None if disposition is None else parse_disposition(disposition).get("name")
+    return name, None if filename is None else _latin1_to_text(filename)
 
 
 def base_name(filename: str) -> str:
@@ -236,7 +231,6 @@ class UploadSink:
         self.error: ApiError | None = None
         self._parser: PushMultipartParser | None = None
         self._part: _Part | None = None
-        self._skipping_part = False
         self._files = 0
         self._jobs: collections.deque[tuple[str, _Part, Any]] = collections.deque()
         self._queued = 0
@@ -343,7 +337,6 @@ class UploadSink:
                 part, self._part = self._part, None
                 part.done = True
                 self._queue("commit", part, None)
-            self._skipping_part = False
         elif self._part is not None:
             part = self._part
             part.size += len(event)
@@ -353,10 +346,9 @@ class UploadSink:
             self._queue("write", part, bytes(event))
 
     def _start_part(self, segment: MultipartSegment) -> None:
-        filename = part_filename(segment)
-        if part_name(segment) != "files" or filename is None:
-            self._skipping_part = True
-            return
+        field, filename = part_file(segment)
+        if field != "files" or filename is None:
+            return  # not a file: its bytes find no current part and are dropped
         name = base_name(filename)
         self._files += 1
         if not valid_name(name):
