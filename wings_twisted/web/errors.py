@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import fs
+from ..server import WriteGuarded
 
 log = Logger()
 
@@ -134,6 +135,8 @@ def to_api_error(exc: BaseException) -> ApiError | None:
     """
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, WriteGuarded):
+        return Conflict(str(exc))
     for kind, status, message in _FS_ERRORS:
         if isinstance(exc, kind):
             return ApiError(message, status=status)

@@ -48,8 +48,8 @@ from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
 
 from ..auth import UPLOAD
-from ..server import Server, WriteGuarded
-from .errors import ApiError, BadRequest, Conflict, JsonResource, render_async, to_api_error
+from ..server import Server
+from .errors import ApiError, BadRequest, JsonResource, render_async, to_api_error
 from .signed import consume_token, verify_signed_token
 
 log = Logger()
@@ -249,22 +249,19 @@ class UploadSink:
         token = query.get("token", [""])[0].encode("latin-1")
         try:
             self._check_headers(token)
-        except ApiError as e:
-            self.error = e
-        except Exception:
-            # This runs inside Twisted's header parsing: a bug here must turn
-            # into a 500 envelope, not a broken connection.
-            log.failure("Checking an upload request failed")
-            self.error = ApiError()
+        except Exception as e:
+            self.error = to_api_error(e)
+            if self.error is None:
+                # This runs inside Twisted's header parsing: a bug here must
+                # turn into a 500 envelope, not a broken connection.
+                log.failure("Checking an upload request failed")
+                self.error = ApiError()
 
     def _check_headers(self, token: bytes) -> None:
         node = self._node
         self.claims, self.server = verify_signed_token(node, token, UPLOAD)
         consume_token(node, self._request, self.claims, is_range=False, resumable=False)
-        try:
-            self.server.check_writable()
-        except WriteGuarded as e:
-            raise Conflict(str(e))
+        self.server.check_writable()
         content_type = self._request.requestHeaders.getRawHeaders(b"Content-Type")
         boundary = multipart_boundary(content_type[0] if content_type else None)
         if boundary is None:
@@ -373,12 +370,15 @@ class UploadSink:
             return
         part.done = True
         # Drop its queued chunks; the abort job removes what begin created.
-        kept = collections.deque(job for job in self._jobs if job[1] is not part)
-        for job in self._jobs:
-            if job[1] is part and job[0] == "write":
-                self._queued -= len(job[2])
-        self._jobs = kept
+        self._drop_jobs(part)
         self._queue("abort", part, None)
+
+    def _drop_jobs(self, part: _Part) -> None:
+        """
+        Forget every queued job of ``part``, and its bytes from the count.
+        """
+        self._queued -= sum(len(job[2]) for job in self._jobs if job[1] is part and job[0] == "write")
+        self._jobs = collections.deque(job for job in self._jobs if job[1] is not part)
 
     # the job queue
 
@@ -454,10 +454,7 @@ class UploadSink:
     def _job_failed(self, failure: Failure, kind: str, part: _Part, size: int) -> None:
         self._busy = False
         self._queued -= size
-        if failure.check(WriteGuarded):
-            error: ApiError | None = Conflict(str(failure.value))
-        else:
-            error = to_api_error(failure.value)
+        error = to_api_error(failure.value)
         if error is None:
             log.failure("Upload of {name} failed", failure, name=part.name)
             error = ApiError()
@@ -465,7 +462,7 @@ class UploadSink:
             self.error = error
         if kind != "abort" and part.writer is not None:
             # Whatever failed, leave nothing behind for this part.
-            self._jobs = collections.deque(j for j in self._jobs if j[1] is not part)
+            self._drop_jobs(part)
             self._jobs.appendleft(("abort", part, None))
             if self._part is part:
                 self._part = None
