@@ -26,7 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 from .. import fs
 from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE
 from ..server import CANONICAL_UUID, Server
-from .errors import ApiError, JsonResource, render_async, write_json
+from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, render_async, write_json
 from .producers import FileBodyProducer, ShortFile, Stopped
 from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,
                      evaluate_range, http_date)
@@ -35,7 +35,6 @@ from .signed import consume_token, verify_signed_token
 log = Logger()
 
 BACKUP_NOT_FOUND = "The requested backup was not found on this server."
-FILE_NOT_FOUND = "The requested resource was not found on this server."
 EXPOSE_HEADERS = b"Content-Disposition, Content-Range, Accept-Ranges, ETag, Last-Modified"
 
 
@@ -159,7 +158,7 @@ class FileDownloadResource(_DownloadResource):
         try:
             fd, st = await self._node.run_blocking(server.volume.open_read, path)
         except fs.IsDirectory:
-            raise ApiError(FILE_NOT_FOUND, status=404)
+            raise ApiError(NOT_FOUND_ON_SERVER, status=404)
         return fd, st, os.path.basename(fs.clean_path(path)) or "download"
 
 

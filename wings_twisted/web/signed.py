@@ -9,9 +9,8 @@ from typing import Any
 
 from ..auth import InvalidToken, TokenKind
 from ..server import Server
-from .errors import ApiError, InvalidTokenError
+from .errors import NOT_FOUND_ON_SERVER, ApiError, InvalidTokenError
 
-NOT_FOUND_ON_SERVER = "The requested resource was not found on this server."
 
 
 def verify_signed_token(node: Any, token: bytes | None, kind: TokenKind) -> tuple[dict[str, Any], Server]:
