@@ -918,3 +918,22 @@ def verdict_lines(verdicts: dict[str, bool]) -> list[str]:
     The "Targets:" list of a section.
     """
     return ["", "Targets:", ""] + ["- {}: {}".format(name, verdict(ok)) for name, ok in verdicts.items()]
+
+
+def profile_if_missed(enabled: bool, verdicts: dict[str, bool], pid: int, name: str,
+                      what: str, count: int, workload: Callable[[], Any]) -> list[str]:
+    """
+    When a target was missed (and profiling is on and py-spy available),
+    profile the daemon over ``count`` more runs of ``workload`` and return
+    the section's profile lines; else nothing.
+    """
+    if not enabled or all(verdicts.values()):
+        return []
+    profiler = Profiler(pid, name)
+    if not profiler.available:
+        return []
+    log("a target was missed: profiling the daemon over {} {}".format(count, what))
+    with profiler:
+        for _ in range(count):
+            workload()
+    return profile_lines(profiler, "Profile of the daemon during {} extra {}".format(count, what))

@@ -19,9 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (main_for, verdict_lines, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
+from common import (main_for, profile_if_missed, verdict_lines, MIB, Background, Daemon, Meter, Nginx, Processes, Sample, Summary,  # noqa: E402
                     alternate, curl, header_lines, listen_overflows, log, median,
-                    profile_lines, ratio, scratch, table, warm, write_section)
+                    ratio, scratch, table, warm, write_section)
 
 CLIENTS = 64
 SPAN = 16 * MIB
@@ -150,15 +150,11 @@ def run(data: str, runs: int, command: str, *, profile: bool = True) -> dict[str
         with Background() as background:
             results = measure({"daemon": daemon}, nginx, data, runs)
         body, verdicts = report(results, runs, command, background, [])
-        if profile and not all(verdicts.values()):
-            profiler = Profiler(daemon.pid, "concurrent")
-            if profiler.available:
-                log("a target was missed: profiling the daemon over 3 batches")
-                with profiler:
-                    for _ in range(3):
-                        batch([daemon.download_url("/" + NAME) for _ in range(CLIENTS)], Meter([]))
-                body, verdicts = report(results, runs, command, background, profile_lines(
-                    profiler, "Profile of the daemon during 3 extra batches"))
+        extra = profile_if_missed(
+            profile, verdicts, daemon.pid, "concurrent", "batches", 3,
+            lambda: batch([daemon.download_url("/" + NAME) for _ in range(CLIENTS)], Meter([])))
+        if extra:
+            body, verdicts = report(results, runs, command, background, extra)
     write_section("concurrent", "Concurrency: 64 simultaneous 16 MiB Range downloads, daemon vs nginx", body)
     return verdicts
 

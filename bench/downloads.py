@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (main_for, verdict_lines, GIB, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, Summary,  # noqa: E402
-                    alternate, curl, header_lines, log, profile_lines, ratio,
+from common import (main_for, profile_if_missed, verdict_lines, GIB, MIB, Background, Daemon, Meter, Nginx, Processes, Sample, Summary,  # noqa: E402
+                    alternate, curl, header_lines, log, ratio,
                     scratch, table, warm, write_section)
 
 NAME = "big.bin"
@@ -132,15 +132,10 @@ def run(data: str, runs: int, command: str, *, profile: bool = True) -> dict[str
         with Background() as background:
             results = measure(daemon, nginx, data, runs)
         body, targets = report(results, runs, command, background, [])
-        if profile and not all(targets.values()):
-            profiler = Profiler(daemon.pid, "downloads")
-            if profiler.available:
-                log("a target was missed: profiling the daemon over 3 whole downloads")
-                with profiler:
-                    for _ in range(3):
-                        fetch(daemon.download_url("/" + NAME), None, 200, GIB, Meter([]))
-                body, targets = report(results, runs, command, background, profile_lines(
-                    profiler, "Profile of the daemon during 3 extra whole downloads"))
+        extra = profile_if_missed(profile, targets, daemon.pid, "downloads", "whole downloads", 3,
+                                  lambda: fetch(daemon.download_url("/" + NAME), None, 200, GIB, Meter([])))
+        if extra:
+            body, targets = report(results, runs, command, background, extra)
     write_section("downloads", "Downloads: 1 GiB whole and a 256 MiB Range, daemon vs nginx", body)
     return targets
 

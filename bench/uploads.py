@@ -21,9 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (main_for, verdict_lines, MIB, Background, Daemon, Meter, Nginx, Processes, Profiler, Sample, SinkServer,  # noqa: E402
-                    Summary, alternate, curl, header_lines, log, profile_lines,
-                    ratio, scratch, table, warm, write_section)
+from common import (main_for, profile_if_missed, verdict_lines, MIB, Background, Daemon, Meter, Nginx, Processes, Sample, SinkServer,  # noqa: E402
+                    Summary, alternate, curl, header_lines, log, ratio, scratch, table, warm, write_section)
 
 TARGETS = ("daemon", "nginx", "ceiling")
 DIRECTORY = "/uploads"
@@ -170,15 +169,10 @@ def run(data: str, runs: int, command: str, *, profile: bool = True) -> dict[str
         with Background() as background:
             results = measure(targets, runs)
         body, verdicts = report(results, targets, runs, command, background, [])
-        if profile and not all(verdicts.values()):
-            profiler = Profiler(targets.daemon.pid, "uploads")
-            if profiler.available:
-                log("a target was missed: profiling the daemon over 2 uploads")
-                with profiler:
-                    for _ in range(2):
-                        targets.upload("daemon", rss=False)
-                body, verdicts = report(results, targets, runs, command, background, profile_lines(
-                    profiler, "Profile of the daemon during 2 extra uploads"))
+        extra = profile_if_missed(profile, verdicts, targets.daemon.pid, "uploads", "uploads", 2,
+                                  lambda: targets.upload("daemon", rss=False))
+        if extra:
+            body, verdicts = report(results, targets, runs, command, background, extra)
     write_section("uploads", "Uploads: 1 GiB multipart, daemon vs nginx vs receive-and-discard ceiling",
                   body)
     return verdicts
