@@ -366,7 +366,8 @@ class EnvironmentTests(SynchronousTestCase):
         a readable ``DockerError``.
         """
         for value in ("ssh://me@host", "npipe:////./pipe/docker_engine", "https://h:2376",
-                      "unix://relative.sock", "tcp://:2375", "tcp://h:port"):
+                      "unix://relative.sock", "tcp://:2375", "tcp://h:port",
+                      "unix:///" + "s" * 107):
             self.assertRaises(DockerError, parse_docker_host, value)
         self.assertRaises(DockerError, DockerClient.from_environment, MemoryReactorClock(),
                           {"DOCKER_TLS_VERIFY": "1"})
@@ -607,7 +608,11 @@ class EngineSocketTests(TestCase):
         ``DockerError``.
         """
         from twisted.internet import reactor
-        path = os.path.join(os.path.abspath(self.mktemp()), "docker.sock")
+        # Short on purpose: a checkout deep enough pushes a path under
+        # _trial_temp past the 107 bytes a socket address can hold.
+        directory = tempfile.mkdtemp(prefix="wings-sock-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "docker.sock")
         client = DockerClient.from_environment(reactor, {"DOCKER_HOST": "unix://" + path})
         self.addCleanup(client.close)
         with self.assertRaises(DockerError) as caught:

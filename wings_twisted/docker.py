@@ -42,6 +42,7 @@ Wire format read here (Docker Engine API, ``GET /version`` and ``GET /info``)::
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, cast
@@ -65,6 +66,8 @@ from . import __version__
 log = Logger()
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+#: ``sizeof(sockaddr_un.sun_path)`` on Linux, less the terminating NUL.
+MAX_SOCKET_PATH = 107
 DEFAULT_TCP_PORT = 2375
 MAX_API_VERSION = "1.41"
 FALLBACK_API_VERSION = "1.24"
@@ -123,6 +126,10 @@ def parse_docker_host(value: str) -> DockerHost:
         if not path.startswith("/"):
             raise DockerError("DOCKER_HOST {!r} does not name an absolute socket path.".format(
                 value))
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            # connect(2) cannot address it; Twisted would fail obscurely.
+            raise DockerError("DOCKER_HOST {!r}: a socket path may be at most {} bytes long."
+                              .format(value, MAX_SOCKET_PATH))
         return DockerHost(value, path=path)
     if parts.scheme in ("tcp", "http"):
         try:
