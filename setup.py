@@ -19,6 +19,8 @@ setup(
         "wings_twisted",
         "wings_twisted.web",
         "wings_twisted.devpanel",
+        "wings_twisted.environment",
+        "wings_twisted.websocket",
         "twisted.plugins",
     ],
     package_data={"twisted": ["plugins/wings_plugin.py"]},

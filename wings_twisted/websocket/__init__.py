@@ -1,0 +1,3 @@
+"""
+The console websocket ``/api/servers/{uuid}/ws`` (websocket.md).
+"""
