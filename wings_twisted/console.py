@@ -100,6 +100,14 @@ class LineSplitter:
             self._emit(line)
 
 
+def _regex_check(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda line: pattern.search(line) is not None
+
+
+def _substring_check(text: str) -> Callable[[str], bool]:
+    return lambda line: text in line
+
+
 class DoneMatcher:
     """
     Decide whether a console line marks the server as running (§4).
@@ -117,10 +125,10 @@ class DoneMatcher:
                     log.warn("Done-string {entry!r} is not a valid expression ({error}); "
                              "matching it literally", entry=entry, error=str(e))
                 else:
-                    self._checks.append(lambda line, p=pattern: p.search(line) is not None)
+                    self._checks.append(_regex_check(pattern))
                     continue
             if entry:
-                self._checks.append(lambda line, s=entry: s in line)
+                self._checks.append(_substring_check(entry))
 
     def __bool__(self) -> bool:
         return bool(self._checks)
