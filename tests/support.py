@@ -16,13 +16,17 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
+from twisted.internet.defer import fail, succeed
 from twisted.test import iosim
+from zope.interface import implementer
 
 from wings_twisted.activity import ActivityLog
 from wings_twisted.blocking import run_inline
 from wings_twisted.config import Config, config_from_dict
 from wings_twisted.devpanel.resource import build_resource
 from wings_twisted.devpanel.state import DevPanelState
+from wings_twisted.environment import STATES, EnvironmentError, IEnvironment, InstallResult, \
+    NotAttached
 from wings_twisted.node import Node
 from wings_twisted.panel import PanelClient
 from wings_twisted.web.site import build_site
@@ -235,3 +239,162 @@ def mint(clock: Any, *, key: str = TOKEN, lifetime: int = 900, **claims: Any) ->
         else:
             body[name] = value
     return jwt.encode(body, key, algorithm="HS256", headers={"jti": body.get("jti", "")})
+
+
+@implementer(IEnvironment)
+class FakeEnvironment:
+    """
+    An ``IEnvironment`` the test drives: ``start`` moves to ``starting``
+    and "spawns" at once; the test then calls ``emit`` for console lines,
+    ``sample`` for stats and ``exit`` for the process ending.  Every call is
+    recorded in ``calls``.
+    """
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.state = "offline"
+        self.listener: Any = None
+        self.settings: Any = None
+        self.calls: list[tuple[Any, ...]] = []
+        self.alive = False
+        self.commands: list[str] = []
+        self.history: list[str] = []
+        self.exit_code = 0
+        self.oom = False
+        self.start_error: Exception | None = None
+        #: What ``stop`` does: "exit" (the process obeys at once) or "ignore".
+        self.on_stop = "exit"
+        self.install_result = InstallResult(True, 0)
+        self.install_lines: list[str] = []
+
+    def set_state(self, state: str) -> None:
+        if state not in STATES:
+            raise ValueError(state)
+        old, self.state = self.state, state
+        if old != state and self.listener is not None:
+            self.listener.state_changed(old, state)
+
+    def set_listener(self, listener: Any) -> None:
+        self.listener = listener
+
+    def apply_settings(self, settings: Any) -> None:
+        self.settings = settings
+        self.calls.append(("apply_settings",))
+
+    def exists(self) -> Any:
+        return succeed(True)
+
+    def is_running(self) -> Any:
+        return succeed(self.alive)
+
+    def create(self) -> Any:
+        return succeed(None)
+
+    def prepare_start(self) -> Any:
+        return succeed(None)
+
+    def start(self) -> Any:
+        self.calls.append(("start",))
+        if self.alive:
+            self.set_state("running")
+            return succeed(None)
+        self.history = []
+        self.set_state("starting")
+        if self.start_error is not None:
+            self.set_state("stopping")
+            self.set_state("offline")
+            return fail(self.start_error)
+        self.alive = True
+        return succeed(None)
+
+    def is_attached(self) -> bool:
+        return self.alive
+
+    def send_command(self, text: str) -> Any:
+        if not self.alive:
+            return fail(NotAttached())
+        stop = self.settings.stop if self.settings is not None else None
+        if stop is not None and stop.type == "command" and text == stop.value:
+            self.set_state("stopping")
+        self.commands.append(text)
+        if stop is not None and stop.type == "command" and text == stop.value \
+                and self.on_stop == "exit":
+            self.exit(0)
+        return succeed(None)
+
+    def emit(self, line: str) -> None:
+        """
+        The process printed ``line``.
+        """
+        self.history.append(line)
+        self.listener.output(line)
+
+    def sample(self, **values: Any) -> None:
+        """
+        A stats sample.
+        """
+        self.listener.stats(values)
+
+    def exit(self, code: int = 0, oom: bool = False) -> None:
+        """
+        The process ended.
+        """
+        self.alive = False
+        self.exit_code, self.oom = code, oom
+        self.set_state("offline")
+
+    def stop(self) -> Any:
+        self.calls.append(("stop",))
+        if self.state != "offline":
+            self.set_state("stopping")
+        if self.alive and self.on_stop == "exit":
+            self.exit(0)
+        return succeed(None)
+
+    def wait_for_stop(self, timeout: float, kill_on_timeout: bool) -> Any:
+        self.calls.append(("wait_for_stop", timeout, kill_on_timeout))
+        self.stop()
+        if self.alive:
+            if not kill_on_timeout:
+                return fail(EnvironmentError("timed out"))
+            self.exit(137)
+        return succeed(None)
+
+    def terminate(self, signal: str) -> Any:
+        self.calls.append(("terminate", signal))
+        if self.state != "offline":
+            self.set_state("stopping")
+        if self.alive:
+            self.exit(137 if signal == "SIGKILL" else 143)
+        else:
+            self.set_state("offline")
+        return succeed(None)
+
+    def exit_state(self) -> tuple[int, bool]:
+        return self.exit_code, self.oom
+
+    def uptime_ms(self) -> int:
+        return 0
+
+    def read_log(self, lines: int) -> Any:
+        return succeed(self.history[-lines:])
+
+    def update_limits(self) -> Any:
+        self.calls.append(("update_limits",))
+        return succeed(None)
+
+    def destroy(self) -> Any:
+        self.calls.append(("destroy",))
+        if self.alive:
+            self.set_state("stopping")
+            self.alive = False
+        self.set_state("offline")
+        return succeed(None)
+
+    def run_installer(self, script: str, image: str, entrypoint: str, env: Any,
+                      on_line: Any) -> Any:
+        self.calls.append(("run_installer", script, image, entrypoint))
+        for line in self.install_lines:
+            on_line(line)
+        return succeed(self.install_result)

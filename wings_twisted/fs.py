@@ -899,6 +899,39 @@ class Volume:
         with self._lock:
             return self._usage
 
+    def cached_usage(self) -> int:
+        """
+        The last known usage, without walking (safe on the reactor thread).
+        """
+        with self._lock:
+            return self._usage
+
+    def usage_is_stale(self) -> bool:
+        """
+        Whether `usage` would walk the volume now.
+        """
+        with self._lock:
+            return self._stale()
+
+    def chown_all(self) -> None:
+        """
+        Give the volume and everything in it to ``uid:gid`` (``check_permissions_on_boot``),
+        never following a link: each entry is changed through its parent's descriptor.
+        """
+        if not self._chown:
+            return
+        for _, directories, files, dir_fd in os.fwalk(self.root, follow_symlinks=False):
+            for name in directories + files:
+                try:
+                    os.chown(name, self._uid, self._gid, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+        fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            os.fchown(fd, self._uid, self._gid)
+        finally:
+            os.close(fd)
+
     def refresh_usage(self) -> int:
         """
         Walk the volume now and return the new usage.

@@ -19,6 +19,7 @@ from .auth import TokenStore
 from .blocking import RunBlocking
 from .config import Config
 from .docker import DockerClient
+from .environment import IEnvironment
 from .fs import Volume
 from .panel import PanelClient
 from .server import Server, ServerConfigError, ServerRegistry
@@ -46,10 +47,13 @@ class Node:
 
     def __init__(self, config: Config, *, clock: IReactorTime, run_blocking: RunBlocking,
                  panel: PanelClient, activity: ActivityLog, config_path: str | None = None,
-                 docker: DockerClient | None = None) -> None:
+                 docker: DockerClient | None = None, reactor: Any = None) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
+        # Spawns processes (IReactorProcess); the clock itself in tests.
+        self.reactor = reactor if reactor is not None else clock
+        self.shutting_down = False
         self.run_blocking = run_blocking
         self.panel = panel
         self.activity = activity
@@ -78,4 +82,15 @@ class Node:
         process = document.get("process_configuration")
         if not isinstance(settings, Mapping) or not isinstance(process, Mapping):
             raise ServerConfigError("the panel's answer lacks settings or process_configuration")
-        return Server(uuid, settings, process, self.volume_for(uuid))
+        return Server(uuid, settings, process, self.volume_for(uuid), node=self)
+
+    def make_environment(self, server: Server) -> IEnvironment | None:
+        """
+        The environment of ``environment.driver`` for ``server``; ``None``
+        for the Docker driver, which this build does not have yet.
+        """
+        if self.config.environment.driver != "process":
+            return None
+        from .environment.process import ProcessEnvironment
+        return ProcessEnvironment(server.environment_settings(), reactor=self.reactor,
+                                  config=self.config, run_blocking=self.run_blocking)

@@ -197,6 +197,22 @@ class PanelClient:
         """
         await self.request("POST", "/servers/reset")
 
+    async def get_install_script(self, uuid: str) -> Mapping[str, Any]:
+        """
+        ``{container_image, entrypoint, script}`` of a server's egg (panel.md §3.4).
+        """
+        answer = await self.request_json("GET", "/servers/{}/install".format(uuid))
+        if not isinstance(answer, Mapping) or not isinstance(answer.get("script"), str):
+            raise PanelError(200, "_InvalidJSON", "The panel's install script is not usable.")
+        return answer
+
+    async def report_install(self, uuid: str, successful: bool, reinstall: bool) -> None:
+        """
+        ``POST /servers/{uuid}/install`` (panel.md §3.5).
+        """
+        await self.request("POST", "/servers/{}/install".format(uuid),
+                           body={"successful": successful, "reinstall": reinstall})
+
     async def send_activity(self, records: Sequence[Mapping[str, Any]]) -> None:
         """
         Ship activity records (panel.md §6.3).

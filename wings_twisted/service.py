@@ -3,29 +3,43 @@
 
 It owns the HTTP listener, the worker thread pool, the periodic jobs
 (single-use token purge every 5 minutes, activity flush) and the boot
-sequence of panel.md §3.1–§3.2: load every server from the panel (fatal when
-the panel cannot be reached, as upstream), create missing volume
-directories, register the servers, then ``POST /servers/reset`` in the
+sequence of panel.md §3.1–§3.2 and lifecycle.md §1.2–§1.5: load every
+server from the panel (fatal when the panel cannot be reached, as
+upstream), create missing volume directories, register the servers,
+restore the states recorded in ``states.json`` (servers that were running
+are started again, four at a time), then ``POST /servers/reset`` in the
 background.
+
+At shutdown ``states.json`` is written first, then every running process
+is stopped the way its egg says (ten seconds, then killed): processes of
+the process environment cannot outlive the daemon, and the file must
+record them as running so the next boot starts them again.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from .lifecycle import SyncError, sync
 from .node import Node
-from .server import CANONICAL_UUID, ServerConfigError
+from .power import PowerError
+from .server import CANONICAL_UUID, Server, ServerConfigError
+from .states import RESTORE_CONCURRENCY, STATES_INTERVAL, read_states, restore_action, \
+    states_of, write_states
 
 log = Logger()
 
 TOKEN_PURGE_INTERVAL = 300.0
+#: Grace given to each running process at shutdown before it is killed.
+SHUTDOWN_STOP_BUDGET = 10.0
 
 
 class ThreadPoolService(Service):
@@ -68,6 +82,21 @@ class WingsService(MultiService):
         flush = TimerService(max(interval, 1), self._flush_activity)
         flush.clock = node.clock
         flush.setServiceParent(self)
+        self._states_timer = TimerService(STATES_INTERVAL, self._save_states)
+        self._states_timer.clock = node.clock
+        self._restored = False
+
+    @property
+    def states_path(self) -> str:
+        """
+        ``<root_directory>/states.json``.
+        """
+        return os.path.join(self.node.config.system.root_directory, "states.json")
+
+    def _save_states(self) -> Deferred[None]:
+        d = self.node.run_blocking(write_states, self.states_path, states_of(self.node.registry))
+        d.addErrback(lambda f: log.failure("Writing states.json failed", f))
+        return d
 
     def _flush_activity(self) -> Deferred[int]:
         d = Deferred.fromCoroutine(self.node.activity.flush())
@@ -103,9 +132,73 @@ class WingsService(MultiService):
                 continue
             node.registry.add(server)
         log.info("Loaded {count} servers from the panel", count=len(node.registry))
+        await self.restore_states()
         reset = Deferred.fromCoroutine(node.panel.reset_servers())
         reset.addErrback(lambda f: log.failure("Resetting server states on the panel failed", f))
+
+    async def restore_states(self) -> None:
+        """
+        lifecycle.md §1.4 for every registered server, four at a time; then
+        start rewriting ``states.json`` every 60 seconds.
+        """
+        node = self.node
+        recorded = await node.run_blocking(read_states, self.states_path)
+        semaphore = DeferredSemaphore(RESTORE_CONCURRENCY)
+        restores = [semaphore.run(self._restore, server, recorded.get(server.uuid))
+                    for server in node.registry]
+        await DeferredList(restores, consumeErrors=True)
+        self._restored = True
+        if self.running and not self._states_timer.running:
+            self._states_timer.setServiceParent(self)
+
+    async def _restore(self, server: Server, recorded: str | None) -> None:
+        try:
+            running = await server.is_running()
+        except Exception:
+            log.failure("Checking whether {uuid} runs failed", uuid=server.uuid)
+            running = False
+        action = restore_action(running, recorded)
+        try:
+            if action == "start":
+                log.info("Starting {uuid}: it was {state} before", uuid=server.uuid,
+                         state=recorded)
+                await server.power("start")
+            elif action == "adopt" and server.environment is not None:
+                server.environment.set_state("running")
+                await sync(server)
+        except (PowerError, SyncError) as e:
+            log.error("Restoring the state of {uuid} failed: {error}", uuid=server.uuid,
+                      error=str(e))
+        except Exception:
+            log.failure("Restoring the state of {uuid} failed", uuid=server.uuid)
+
+    def stopService(self) -> Any:
+        """
+        Record the states, stop every process, then the children.
+        """
+        node = self.node
+        node.shutting_down = True
+        if self._restored:
+            try:
+                write_states(self.states_path, states_of(node.registry))
+            except OSError as e:
+                log.error("Writing states.json failed: {error}", error=str(e))
+        stops = [Deferred.fromCoroutine(_stop_at_shutdown(server)) for server in node.registry
+                 if server.environment is not None and server.state != "offline"]
+        d: Deferred[Any] = DeferredList(stops, consumeErrors=True)
+        d.addCallback(lambda _: super(WingsService, self).stopService())
+        return d
 
     def _boot_failed(self, failure: Failure) -> None:
         log.failure("failed to load server configurations", failure)
         self._fatal("failed to load server configurations: {}".format(failure.getErrorMessage()))
+
+
+async def _stop_at_shutdown(server: Server) -> None:
+    env = server.environment
+    if env is None:
+        return
+    try:
+        await env.wait_for_stop(SHUTDOWN_STOP_BUDGET, True)
+    except Exception:
+        log.failure("Stopping {uuid} at shutdown failed", uuid=server.uuid)

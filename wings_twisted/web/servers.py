@@ -3,8 +3,8 @@
 §4.2).  Server lookup is exact and case-sensitive; an unknown UUID is the
 404 the panel relies on to treat deletions as done (§2.8).
 
-The per-server routes of later issues (power, commands, logs, files,
-backups, transfer, websocket) become children of ``ServerResource``.
+Per-server routes are children of ``ServerResource``: the process routes
+of ``server_routes``; files, backups and transfers come with later issues.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
+from .. import lifecycle
 from ..panel import PanelError
 from ..server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
+from .server_routes import ROUTES
 
 log = Logger()
 
@@ -79,6 +81,7 @@ class ServersResource(JsonResource):
             raise Conflict("A server with that UUID already exists on this instance.")
         await node.run_blocking(server.volume.ensure_root)
         node.registry.add(server)
+        server.track(lifecycle.install, server, start_after=bool(start))
         request.setResponseCode(202)
         return None
 
@@ -92,6 +95,15 @@ class ServerResource(JsonResource):
         super().__init__()
         self._node = node
         self._server = server
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        """
+        The server's routes.
+        """
+        route = ROUTES.get(path)
+        if route is None:
+            return ErrorResource(NotFound())
+        return route(self._node, self._server)
 
     def render_GET(self, request: Any) -> Any:
         """
@@ -107,7 +119,7 @@ class ServerResource(JsonResource):
 
     async def _delete(self, request: Any) -> None:
         node, server = self._node, self._server
-        server.settings["suspended"] = True
+        await lifecycle.delete(server)
         node.registry.remove(server.uuid)
         d = node.run_blocking(server.volume.remove_root)
         d.addErrback(lambda f: log.failure("Removing the volume of {uuid} failed", f,

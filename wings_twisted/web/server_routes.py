@@ -1,0 +1,226 @@
+"""
+The per-server process routes (api.md §4.3–§4.8, §8.1): ``logs``,
+``power``, ``commands``, ``install``, ``reinstall``, ``sync`` and the fork's
+``install-logs``.  Each parses the request, calls one lifecycle function and
+renders the answer; the actions that take long run in the background as the
+server's tracked work (cancelled if the server is deleted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from .. import lifecycle
+from ..environment import EnvironmentError as EnvError
+from ..power import ACTIONS, PowerError
+from ..server import Server
+from .body import read_object
+from .errors import ApiError, BadRequest, Conflict, JsonResource, NotFound, render_async
+
+log = Logger()
+
+INVALID_ACTION = ('The power action provided was not valid, should be one of "stop", "start", '
+                  '"restart", "kill"')
+SUSPENDED = "Cannot start or restart a server that is suspended."
+NOT_RUNNING = "Cannot send commands to a stopped server instance."
+REINSTALL_BUSY = "Cannot execute server reinstall event while another power action is running."
+NO_INSTALL_LOG = "No installation log exists for this server."
+INSTALL_LOG_FAILED = "failed to read the log for the installation process."
+
+
+class _ServerRoute(JsonResource):
+    def __init__(self, node: Any, server: Server) -> None:
+        super().__init__()
+        self._node = node
+        self._server = server
+
+
+def lock_wait(value: Any) -> float:
+    """
+    ``wait_seconds`` (api.md §4.4): absent/0 → 0, 1–300 as given, anything
+    else → 30.
+    """
+    if value is None or value == 0:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 300:
+        return 30
+    return float(value)
+
+
+class PowerResource(_ServerRoute):
+    """
+    ``POST /api/servers/{uuid}/power`` (api.md §4.4): 202, action in the
+    background (failures only logged).
+    """
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        Validate and start the action.
+        """
+        return render_async(request, lambda: self._power(request))
+
+    def _power(self, request: Any) -> None:
+        body = read_object(request)
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise ApiError(INVALID_ACTION, status=422)
+        server = self._server
+        if action in ("start", "restart") and server.suspended:
+            raise BadRequest(SUSPENDED)
+        server.track(_logged_power, server, action, lock_wait(body.get("wait_seconds")))
+        request.setResponseCode(202)
+
+
+async def _logged_power(server: Server, action: str, wait: float) -> None:
+    try:
+        await server.power(action, wait=wait)
+    except (PowerError, EnvError) as e:
+        log.info("Power action {action} on {uuid} refused: {error}", action=action,
+                 uuid=server.uuid, error=str(e))
+
+
+class CommandsResource(_ServerRoute):
+    """
+    ``POST /api/servers/{uuid}/commands`` (api.md §4.5).
+    """
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        502 when not running (checked before the body), else each command.
+        """
+        return render_async(request, lambda: self._commands(request))
+
+    async def _commands(self, request: Any) -> None:
+        server = self._server
+        if not await server.is_running():
+            raise ApiError(NOT_RUNNING, status=502)
+        commands = read_object(request).get("commands")
+        if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+            raise BadRequest()
+        for command in commands:
+            try:
+                await server.send_command(command)
+            except EnvError as e:
+                log.warn("Sending a command to {uuid} failed: {error}", uuid=server.uuid,
+                         error=str(e))
+        request.setResponseCode(204)
+
+
+def log_size(request: Any) -> int:
+    """
+    ``?size=`` (api.md §4.3): default 100, non-numeric or ≤ 0 → 100, at most 100.
+    """
+    raw = (request.args.get(b"size") or [b""])[0]
+    try:
+        size = int(raw)
+    except ValueError:
+        return 100
+    return 100 if size <= 0 else min(size, 100)
+
+
+class LogsResource(_ServerRoute):
+    """
+    ``GET /api/servers/{uuid}/logs?size=N`` (api.md §4.3).
+    """
+
+    def render_GET(self, request: Any) -> Any:
+        """
+        The last lines of process output, oldest first.
+        """
+        return render_async(request, lambda: self._logs(request))
+
+    async def _logs(self, request: Any) -> dict[str, Any]:
+        return {"data": list(await self._server.read_log(log_size(request)))}
+
+
+class InstallResource(_ServerRoute):
+    """
+    ``POST /api/servers/{uuid}/install`` (api.md §4.6).
+    """
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        202; sync and install in the background (a second one is ignored).
+        """
+        server = self._server
+        if not server.installing:
+            server.track(lifecycle.sync_and_install, server)
+        request.setResponseCode(202)
+        return b""
+
+
+class ReinstallResource(_ServerRoute):
+    """
+    ``POST /api/servers/{uuid}/reinstall`` (api.md §4.7).
+    """
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        409 while a power action holds the lock, else 202 and reinstall.
+        """
+        return render_async(request, lambda: self._reinstall(request))
+
+    def _reinstall(self, request: Any) -> None:
+        server = self._server
+        if server.node is not None and server.power_lock.held:
+            raise Conflict(REINSTALL_BUSY)
+        server.track(lifecycle.reinstall, server)
+        request.setResponseCode(202)
+
+
+class SyncResource(_ServerRoute):
+    """
+    ``POST /api/servers/{uuid}/sync`` (api.md §4.8): 204 once the new
+    configuration is in place, 500 when it cannot be fetched or applied.
+    """
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        Fetch and apply the panel's configuration.
+        """
+        return render_async(request, lambda: self._sync(request))
+
+    async def _sync(self, request: Any) -> None:
+        try:
+            await lifecycle.sync(self._server)
+        except lifecycle.SyncError as e:
+            log.error("Sync of {uuid} failed: {error}", uuid=self._server.uuid, error=str(e))
+            raise ApiError()
+        request.setResponseCode(204)
+
+
+class InstallLogsResource(_ServerRoute):
+    """
+    ``GET /api/servers/{uuid}/install-logs`` (api.md §8.1).
+    """
+
+    def render_GET(self, request: Any) -> Any:
+        """
+        The script output of the last install run.
+        """
+        return render_async(request, self._read)
+
+    async def _read(self) -> dict[str, str]:
+        node = self._node
+        path = lifecycle.install_log_path(node.config, self._server.uuid)
+        try:
+            text = await node.run_blocking(lifecycle.read_install_log, path)
+        except OSError as e:
+            log.error("Reading {path} failed: {error}", path=path, error=str(e))
+            raise ApiError(INSTALL_LOG_FAILED)
+        if text is None:
+            raise NotFound(NO_INSTALL_LOG)
+        return {"data": text}
+
+
+ROUTES: dict[bytes, type[_ServerRoute]] = {
+    b"power": PowerResource,
+    b"commands": CommandsResource,
+    b"logs": LogsResource,
+    b"install": InstallResource,
+    b"reinstall": ReinstallResource,
+    b"sync": SyncResource,
+    b"install-logs": InstallLogsResource,
+}
