@@ -19,6 +19,7 @@ setup(
         "wings_twisted",
         "wings_twisted.web",
         "wings_twisted.devpanel",
+        "wings_twisted.eggconfig",
         "wings_twisted.environment",
         "wings_twisted.websocket",
         "twisted.plugins",
