@@ -12,6 +12,10 @@ line by line from stdin and answers on stdout:
 ``help``             the command list
 ``stop``             a shutdown line, exit status 0
 ``crash``            a crash line on stderr, exit status 1
+``flood N``          N numbered 100-byte lines, as fast as possible
+``pace RATE SECS``   RATE 100-byte lines a second for SECS seconds, each
+                     carrying the wall-clock time it was written (the
+                     console benchmark measures latency with it)
 anything else        ``Unknown command: …``
 ==================  =====================================================
 
@@ -82,7 +86,13 @@ class ExampleGame:
         elif word == "say":
             self.say("[Server] " + rest)
         elif word == "help":
-            self.say("Commands: list, players, say <text>, stop, crash, help")
+            self.say("Commands: list, players, say <text>, flood <n>, pace <rate> <secs>, "
+                     "stop, crash, help")
+        elif word == "flood":
+            self.flood(_number(rest.split()[:1], 1000))
+        elif word == "pace":
+            words = rest.split()
+            self.pace(_number(words[:1], 100), _number(words[1:2], 1))
         elif word == "stop":
             self.say("[Server] Stopping the server... Goodbye!")
             return 0
@@ -92,6 +102,43 @@ class ExampleGame:
         elif word:
             self.say("Unknown command: {}. Type \"help\" for help.".format(word))
         return None
+
+
+    def flood(self, count: int) -> None:
+        """
+        ``count`` numbered lines of 100 bytes each, written in large batches.
+        """
+        batch: list[str] = []
+        for n in range(count):
+            batch.append("flood {:08d} ".format(n).ljust(99, "x") + "\n")
+            if len(batch) == 512:
+                self._out.write("".join(batch))
+                batch = []
+        self._out.write("".join(batch))
+        self.say("flood done")
+
+    def pace(self, rate: int, seconds: float) -> None:
+        """
+        ``rate`` lines a second for ``seconds``: ``pace <seq> <unix time>``
+        padded to 100 bytes, each flushed as it is written.
+        """
+        rate = max(1, rate)
+        total = int(rate * seconds)
+        start = time.time()
+        for n in range(total):
+            due = start + n / rate
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            self.say("pace {:08d} {:.6f} ".format(n, time.time()).ljust(99, "x"))
+        self.say("pace done")
+
+
+def _number(words: Sequence[str], default: int) -> int:
+    try:
+        return max(0, int(words[0])) if words else default
+    except ValueError:
+        return default
 
 
 def _raise_shutdown(signum: int, frame: object) -> None:
