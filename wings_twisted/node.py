@@ -23,6 +23,7 @@ from .environment import IEnvironment
 from .fs import Volume
 from .panel import PanelClient
 from .server import Server, ServerConfigError, ServerRegistry
+from .websocket.denials import Denials
 
 log = Logger()
 
@@ -63,6 +64,8 @@ class Node:
         self.tokens = TokenStore(clock.seconds)
         self.uid, self.gid = resolve_user(config)
         self.boot_time = clock.seconds()
+        # Websocket token deny lists (websocket.md §8.1), shared by every socket.
+        self.denials = Denials(self.boot_time)
 
     def volume_for(self, uuid: str) -> Volume:
         """

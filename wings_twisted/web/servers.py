@@ -19,6 +19,7 @@ from ..panel import PanelError
 from ..server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
+from ..websocket.resource import ws_child
 from .server_routes import ROUTES
 
 log = Logger()
@@ -100,6 +101,8 @@ class ServerResource(JsonResource):
         """
         The server's routes.
         """
+        if path == b"ws":
+            return ws_child(self._node, self._server)
         route = ROUTES.get(path)
         if route is None:
             return ErrorResource(NotFound())

@@ -31,6 +31,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ..auth import MissingBearer, WrongBearer, check_bearer
+from ..websocket.resource import DeauthorizeUserResource, is_console_upgrade
 from .downloads import download_tree
 from .errors import ErrorResource, Forbidden, JsonResource, Unauthorized
 from .request import ApiRequest, SinkFactory
@@ -60,11 +61,16 @@ class ApiResource(JsonResource):
         self.putChild(b"system", SystemResource(node))
         self.putChild(b"update", UpdateResource(node))
         self.putChild(b"servers", ServersResource(node))
+        self.putChild(b"deauthorize-user", DeauthorizeUserResource(node))
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Resource:
         """
-        Authenticate, then traverse.
+        Authenticate, then traverse.  The console upgrade is the one route
+        below ``/api`` without the node token: it authenticates inside the
+        socket (websocket.md §1.1).
         """
+        if is_console_upgrade(path, request):
+            return super().getChildWithDefault(path, request)
         header = request.requestHeaders.getRawHeaders(b"Authorization")
         try:
             check_bearer(header[0] if header else None, self._node.config.token)

@@ -1,0 +1,202 @@
+"""
+The HTTP side of the console websocket and of token revocation:
+
+* ``GET /api/servers/{uuid}/ws`` (no bearer token, websocket.md §1):
+  the connection cap (400 ``Too many open websocket connections.``), then a
+  400 for requests that are not websocket upgrades, then Autobahn's
+  ``WebSocketResource`` (origin check, handshake).
+* ``POST /api/servers/{uuid}/ws/deny`` (bearer, api.md §4.9): body
+  ``{"jtis": ["<jti>", ...]}`` → 204; the entries go to the node's global JTI
+  deny map.
+* ``POST /api/deauthorize-user`` (bearer, websocket.md §8.1): body
+  ``{"user": "<uuid>", "servers": ["<uuid>", ...]}`` → 204; a user deny entry
+  per listed server that exists (every server when the list is empty or
+  missing), and that user's sockets on those servers are closed.
+
+The bearer check of ``/api`` happens in ``ApiResource`` for everything but
+the upgrade route, which it must skip using ``is_console_upgrade`` (see
+there).  ``WsDenyResource`` checks the bearer again, so even a broader
+exemption cannot open it.
+
+Decisions:
+
+* ``ws/deny``: a missing ``jtis`` counts as an empty list (Go decodes it
+  so); a non-list or a non-string element is a 400.
+* ``deauthorize-user``: ``user`` must be a non-empty string, ``servers`` a
+  list of strings or absent/``null`` (else 400).  Sockets are closed with
+  4409 ``user deauthorized`` (§11.2 leaves 4409 or 1000 open): the stock
+  P1.12 frontend stops reconnecting on 4409, and a reconnect would only be
+  refused by the deny entry anyway.  ``on_deauthorize(user, servers)`` lets
+  the composition root also end that user's SFTP sessions (sftp.md §4).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web.resource import Resource
+
+from ..auth import MissingBearer, WrongBearer, check_bearer
+from ..web.body import read_object
+from ..web.errors import (GENERIC_MESSAGE, BadRequest, ErrorResource, Forbidden, JsonResource,
+                          NotFound, Unauthorized, error_body, render_async)
+from .protocol import ConsoleFactory, factory_for
+
+TOO_MANY = "Too many open websocket connections."
+NOT_UPGRADE = "Bad Request"
+DEAUTHORIZED = (4409, "user deauthorized")
+
+
+def is_console_upgrade(path: bytes, request: Any) -> bool:
+    """
+    Whether ``ApiResource`` must let this request through without a bearer
+    token: called with the segment below ``/api`` being traversed, it is
+    true only for ``GET /api/servers/<uuid>/ws``.
+    """
+    postpath = request.postpath
+    return (path == b"servers" and request.method == b"GET"
+            and len(postpath) == 2 and postpath[1] == b"ws")
+
+
+def _header_tokens(request: Any, name: bytes) -> set[bytes]:
+    values = request.requestHeaders.getRawHeaders(name) or []
+    return {token.strip().lower() for value in values for token in value.split(b",")}
+
+
+def _client_ip(request: Any) -> str:
+    finder = getattr(request, "client_ip", None)
+    if callable(finder):
+        return str(finder())
+    return str(getattr(request.getClientAddress(), "host", "") or "")
+
+
+class ConsoleResource(JsonResource):
+    """
+    ``/api/servers/{uuid}/ws`` and its ``deny`` child.
+    """
+
+    def __init__(self, node: Any, server: Any, factory: ConsoleFactory | None = None) -> None:
+        super().__init__()
+        self._node = node
+        self._server = server
+        self._factory = factory
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        """
+        ``deny``, else a JSON 404.
+        """
+        if path == b"deny":
+            return WsDenyResource(self._node, self._server)
+        return ErrorResource(NotFound())
+
+    def render_GET(self, request: Any) -> Any:
+        """
+        Cap and upgrade checks, then hand the connection to Autobahn.
+        """
+        node, server = self._node, self._server
+        cap = node.config.websocket.max_connections_per_server
+        if cap > 0 and len(server.sockets) >= cap:
+            return error_body(request, BadRequest(TOO_MANY))
+        if (b"websocket" not in _header_tokens(request, b"Upgrade")
+                or b"upgrade" not in _header_tokens(request, b"Connection")):
+            return error_body(request, BadRequest(NOT_UPGRADE))
+        factory = self._factory or factory_for(node)
+        return WebSocketResource(factory.bind(server, _client_ip(request))).render(request)
+
+
+def _check_bearer(request: Any, token: str) -> None:
+    header = request.requestHeaders.getRawHeaders(b"Authorization")
+    try:
+        check_bearer(header[0] if header else None, token)
+    except MissingBearer:
+        raise Unauthorized()
+    except WrongBearer:
+        raise Forbidden()
+
+
+def _strings(value: Any) -> list[str]:
+    """
+    ``value`` as a list of strings (``None`` → ``[]``); 400 otherwise.
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BadRequest(GENERIC_MESSAGE)
+    return value
+
+
+class WsDenyResource(JsonResource):
+    """
+    ``POST /api/servers/{uuid}/ws/deny``.
+    """
+
+    def __init__(self, node: Any, server: Any) -> None:
+        super().__init__()
+        self._node = node
+        self._server = server
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        Record the ``jtis``; 204.
+        """
+        return render_async(request, lambda: self._deny(request))
+
+    def _deny(self, request: Any) -> None:
+        node = self._node
+        _check_bearer(request, node.config.token)
+        jtis = _strings(read_object(request).get("jtis"))
+        node.denials.deny_jtis(jtis, node.clock.seconds())
+        request.setResponseCode(204)
+
+
+class DeauthorizeUserResource(JsonResource):
+    """
+    ``POST /api/deauthorize-user``.
+
+    :param on_deauthorize: called with the user UUID and the affected
+        servers after the sockets were closed (SFTP sessions).
+    """
+
+    def __init__(self, node: Any, *,
+                 on_deauthorize: Callable[[str, Sequence[Any]], None] | None = None) -> None:
+        super().__init__()
+        self._node = node
+        self._on_deauthorize = on_deauthorize
+
+    def render_POST(self, request: Any) -> Any:
+        """
+        Deny, close, 204.
+        """
+        return render_async(request, lambda: self._deauthorize(request))
+
+    def _deauthorize(self, request: Any) -> None:
+        node = self._node
+        _check_bearer(request, node.config.token)
+        body = read_object(request)
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            raise BadRequest(GENERIC_MESSAGE)
+        listed = _strings(body.get("servers"))
+        registry = node.registry
+        if listed:
+            servers = [s for s in (registry.get(uuid) for uuid in dict.fromkeys(listed))
+                       if s is not None]
+        else:
+            servers = list(registry)
+        node.denials.deauthorize(user, [s.uuid for s in servers], node.clock.seconds())
+        for server in servers:
+            server.close_sockets(*DEAUTHORIZED, user_uuid=user)
+        if self._on_deauthorize is not None:
+            self._on_deauthorize(user, servers)
+        request.setResponseCode(204)
+
+
+def ws_child(node: Any, server: Any, factory: ConsoleFactory | None = None) -> Resource:
+    """
+    The ``ws`` child of ``/api/servers/{uuid}``: ``GET`` upgrades,
+    ``deny`` revokes tokens.  ``factory`` defaults to the node's shared
+    ``ConsoleFactory`` (``protocol.factory_for``); ``build_site`` may create
+    one and pass it instead.
+    """
+    return ConsoleResource(node, server, factory)
