@@ -249,7 +249,9 @@ class Daemon:
     PANEL = re.compile(r"listening at http://127\.0\.0\.1:(\d+)")
 
     def __init__(self, processes: Processes, base: str, *, upload_limit: int = 4096,
-                 listen: str | None = None) -> None:
+                 listen: str | None = None, server: dict[str, Any] | None = None,
+                 config_overrides: dict[str, Any] | None = None,
+                 users: dict[str, Any] | None = None) -> None:
         import yaml
 
         self.base = base
@@ -259,13 +261,15 @@ class Daemon:
             yaml.safe_dump({
                 "node": {"token_id": TOKEN_ID, "token": TOKEN, "daemon_url": "http://127.0.0.1:8080",
                          "url": "http://127.0.0.1:8081"},
-                "servers": {SERVER: {"disk_space": 0, "name": "bench"}},
+                "servers": {SERVER: dict({"disk_space": 0, "name": "bench"}, **(server or {}))},
+                "users": users or {},
             }, f)
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
         panel_log = os.path.join(base, "devpanel.log")
         panel = processes.spawn([PYTHON, "-m", "wings_twisted.devpanel", "serve", "--config", panel_config,
                                  "--listen", "tcp:0:interface=127.0.0.1"], panel_log, env=env, cwd=REPO)
         panel_port = int(wait_for(lambda: _log_match(panel_log, self.PANEL, panel), "the panel").group(1))
+        self.panel_url = "http://127.0.0.1:{}".format(panel_port)
         config: dict[str, Any] = {
             "token_id": TOKEN_ID, "token": TOKEN, "remote": "http://127.0.0.1:{}".format(panel_port),
             "api": {"host": "127.0.0.1", "port": 0, "upload_limit": upload_limit},
@@ -276,6 +280,7 @@ class Daemon:
             "environment": {"driver": "process"},
         }
         config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        config.update(config_overrides or {})
         self.config_path = os.path.join(base, "config.yml")
         with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f)
