@@ -1,0 +1,249 @@
+"""
+Tests for install scripts in the local-process environment
+(``wings_twisted.environment.sandbox`` and ``ProcessEnvironment.run_installer``):
+the command lines, the script file, and real runs under bubblewrap,
+``unshare`` and without a sandbox.  Runs that need bwrap or root skip without
+them, except under ``CI`` where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from typing import Any, Callable
+
+import psutil
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from wings_twisted.blocking import run_inline
+from wings_twisted.environment import EnvironmentSettings, InstallResult
+from wings_twisted.environment.process import ProcessEnvironment
+from wings_twisted.environment.sandbox import (Sandbox, bwrap_argv, candidates, install_command,
+                                               resolve_entrypoint, script_text, write_script)
+
+from .support import make_config
+from .test_process_environment import TIMEOUT, poll, real_reactor, require
+
+SCRIPT = ("#!/bin/bash\r\n"
+          "echo \"in $(pwd) as $(id -u)\"\r\n"
+          "ls /mnt/install\r\n"
+          "echo \"var=$EGG_VAR\"\r\n"
+          "echo hello > /mnt/server/made.txt\r\n"
+          "echo oops >&2\r\n"
+          "exit 3\r\n")
+
+
+class CommandTests(SynchronousTestCase):
+    """
+    Command lines and the script file.
+    """
+
+    def test_bwrap_argv(self) -> None:
+        """
+        The bubblewrap command line of lifecycle.md §21.4, verbatim.
+        """
+        self.assertEqual(
+            " ".join(bwrap_argv("bwrap", "/vol", "/tmp/x/uuid", "bash")),
+            "bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /mnt "
+            "--bind /vol /mnt/server --ro-bind /tmp/x/uuid /mnt/install --unshare-pid "
+            "--die-with-parent --chdir /mnt/server bash /mnt/install/install.sh")
+
+    def test_unsandboxed_command(self) -> None:
+        """
+        Without a sandbox the script runs from its real path in the volume.
+        """
+        command = install_command(Sandbox("none"), "/vol", "/tmp/x/uuid", "", "bash")
+        self.assertEqual(command.argv, ["bash", "/tmp/x/uuid/install.sh"])
+        self.assertEqual(command.cwd, "/vol")
+
+    def test_candidates(self) -> None:
+        """
+        bwrap first; unshare only as root.
+        """
+        which: Callable[[str], str | None] = lambda name: "/usr/bin/" + name
+        self.assertEqual(candidates(which, True), [Sandbox("bwrap", "/usr/bin/bwrap"),
+                                                   Sandbox("unshare", "/usr/bin/unshare")])
+        self.assertEqual(candidates(which, False), [Sandbox("bwrap", "/usr/bin/bwrap")])
+        self.assertEqual(candidates(lambda name: None, True), [])
+
+    def test_crlf(self) -> None:
+        """
+        CRLF line ends become LF.
+        """
+        self.assertEqual(script_text("a\r\nb\r\n"), "a\nb\n")
+
+    def test_write_script(self) -> None:
+        """
+        ``<tmp>/<uuid>/install.sh``: directory 0700, file 0644, LF ends, old
+        contents replaced.
+        """
+        tmp = FilePath(self.mktemp())
+        tmp.child("abc").makedirs()
+        tmp.child("abc").child("stale").setContent(b"x")
+        script_dir, _ = write_script(tmp.path, "abc", "echo a\r\necho b\r\n", False)
+        self.assertEqual(script_dir, tmp.child("abc").path)
+        self.assertEqual(stat.S_IMODE(os.stat(script_dir).st_mode), 0o700)
+        path = os.path.join(script_dir, "install.sh")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        self.assertEqual(open(path, "rb").read(), b"echo a\necho b\n")
+        self.assertEqual(os.listdir(script_dir), ["install.sh"])
+
+    def test_resolve_entrypoint(self) -> None:
+        """
+        Entrypoints are looked up on PATH; Alpine's ``ash`` falls back to sh.
+        """
+        path = os.defpath + ":/usr/bin:/bin"
+        self.assertEqual(resolve_entrypoint("bash", path), shutil.which("bash", path=path))
+        self.assertIsNotNone(resolve_entrypoint("ash", path))
+        self.assertIsNone(resolve_entrypoint("no-such-shell-here", path))
+
+
+class InstallerTests(TestCase):
+    """
+    Real install runs through ``ProcessEnvironment.run_installer``.
+    """
+
+    def make_env(self, *, which: Callable[[str], str | None] | None = None,
+                 allow: bool = False) -> tuple[ProcessEnvironment, FilePath, FilePath]:
+        base = FilePath(self.mktemp())
+        volume = base.child("volume")
+        volume.makedirs()
+        config = make_config(base, environment={
+            "driver": "process", "process": {"allow_unsandboxed_install": allow}})
+        settings = EnvironmentSettings(uuid="5d0c7a4e-1111-4222-8333-944455556666",
+                                       volume=volume.path, invocation="true")
+        environment = ProcessEnvironment(settings, reactor=real_reactor(), config=config,
+                                         run_blocking=run_inline, cgroups=None, which=which)
+        return environment, volume, FilePath(config.system.tmp_directory)
+
+    async def install(self, environment: ProcessEnvironment, script: str = SCRIPT,
+                      lines: list[str] | None = None) -> InstallResult:
+        out = lines if lines is not None else []
+        d = environment.run_installer(script, "ghcr.io/pterodactyl/installers:debian", "bash",
+                                      (("EGG_VAR", "v1"),), out.append)
+        return await d.addTimeout(TIMEOUT * 2, real_reactor())
+
+    def check_sandboxed_run(self, result: InstallResult, lines: list[str], volume: FilePath,
+                            tmp: FilePath) -> None:
+        self.assertEqual(result, InstallResult(True, exit_code=3))
+        self.assertEqual(lines, ["in /mnt/server as {}".format(os.geteuid()), "install.sh",
+                                 "var=v1", "oops"])
+        self.assertEqual(volume.child("made.txt").getContent(), b"hello\n")
+        self.assertEqual(os.listdir(tmp.path), [])
+
+    async def test_bwrap(self) -> None:
+        """
+        Under bubblewrap the script sees the volume at /mnt/server (and
+        writes into it), itself at /mnt/install, the server variables;
+        stderr is merged; the exit code is reported and the temporary
+        directory removed.  The CRLF script only exits 3 if it became LF.
+        """
+        require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        environment, volume, tmp = self.make_env()
+        lines: list[str] = []
+        result = await self.install(environment, lines=lines)
+        self.check_sandboxed_run(result, lines, volume, tmp)
+
+    async def test_unshare(self) -> None:
+        """
+        Without bwrap, root uses ``unshare --mount`` with the same view.
+        """
+        require(os.geteuid() == 0, "unshare needs root")
+        require(shutil.which("unshare") is not None, "unshare is not installed")
+        environment, volume, tmp = self.make_env(
+            which=lambda name: None if name == "bwrap" else shutil.which(name))
+        lines: list[str] = []
+        result = await self.install(environment, lines=lines)
+        self.check_sandboxed_run(result, lines, volume, tmp)
+
+    async def test_refuses_without_sandbox(self) -> None:
+        """
+        With no helper and ``allow_unsandboxed_install`` false, the script is
+        not run and the result says why.
+        """
+        environment, volume, tmp = self.make_env(which=lambda name: None)
+        lines: list[str] = []
+        result = await self.install(environment, lines=lines)
+        self.assertFalse(result.completed)
+        self.assertIn("allow_unsandboxed_install", result.error)
+        self.assertEqual(lines, [])
+        self.assertFalse(volume.child("made.txt").exists())
+
+    async def test_unsandboxed_when_allowed(self) -> None:
+        """
+        With no helper but ``allow_unsandboxed_install``, the script runs
+        from the temporary directory with the volume as working directory.
+        """
+        environment, volume, tmp = self.make_env(which=lambda name: None, allow=True)
+        lines: list[str] = []
+        script = "pwd\r\necho $HOME\r\necho made > made.txt\r\nexit 0\r\n"
+        result = await self.install(environment, script, lines)
+        self.assertEqual(result, InstallResult(True, exit_code=0))
+        self.assertEqual(lines, [volume.path, volume.path])
+        self.assertEqual(volume.child("made.txt").getContent(), b"made\n")
+        self.assertEqual(os.listdir(tmp.path), [])
+
+    async def test_missing_volume(self) -> None:
+        """
+        No volume: not completed, nothing written.
+        """
+        environment, volume, tmp = self.make_env(which=lambda name: None, allow=True)
+        volume.remove()
+        result = await self.install(environment)
+        self.assertFalse(result.completed)
+        self.assertIn("does not exist", result.error)
+
+    async def test_cancel(self) -> None:
+        """
+        Cancelling a running install kills its process group and removes
+        the temporary directory.
+        """
+        environment, volume, tmp = self.make_env(which=lambda name: None, allow=True)
+        lines: list[str] = []
+        script = "sleep 60 &\necho child $!\necho started\nwait\n"
+        d: Deferred[Any] = environment.run_installer(script, "", "bash", (), lines.append)
+        await poll(lambda: "started" in lines)
+        child = int(lines[0].split()[1])
+        d.cancel()
+        with self.assertRaises(CancelledError):
+            await d
+        self.assertEqual(os.listdir(tmp.path), [])
+        await poll(lambda: not _alive(child))
+
+    async def test_cancel_bwrap(self) -> None:
+        """
+        Cancelling works the same inside bubblewrap.
+        """
+        require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        environment, volume, tmp = self.make_env()
+        lines: list[str] = []
+        d: Deferred[Any] = environment.run_installer("echo started\nsleep 60\n", "", "bash", (),
+                                                     lines.append)
+        await poll(lambda: "started" in lines)
+        d.cancel()
+        with self.assertRaises(CancelledError):
+            await d
+        self.assertEqual(os.listdir(tmp.path), [])
+
+    async def test_destroy_cancels_installer(self) -> None:
+        """
+        ``destroy`` stops a running install.
+        """
+        environment, volume, tmp = self.make_env(which=lambda name: None, allow=True)
+        lines: list[str] = []
+        d: Deferred[Any] = environment.run_installer("echo started\nsleep 60\n", "", "bash", (),
+                                                     lines.append)
+        await poll(lambda: "started" in lines)
+        await environment.destroy()
+        with self.assertRaises(CancelledError):
+            await d
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
