@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import SERVER, Daemon, Processes, log, scratch, write_section  # noqa: E402
+from common import SERVER, TOKEN, Daemon, Processes, log, scratch, write_section  # noqa: E402
 
 from autobahn.twisted.websocket import (WebSocketClientFactory,  # noqa: E402
                                         WebSocketClientProtocol, connectWS)
@@ -96,7 +96,7 @@ class Bench:
         from wings_twisted.devpanel.tokens import mint_websocket
         self.clients.append(client)
         client.sendMessage(('{"event":"auth","args":["%s"]}' % mint_websocket(
-            "bench", SERVER, permissions=["*"])).encode())
+            TOKEN, SERVER, permissions=["*"])).encode())
 
     def authed(self, client: Client) -> None:
         self._authed += 1

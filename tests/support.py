@@ -216,6 +216,9 @@ def exchange(site: Any, raw: bytes, *, peer: str = "127.0.0.1", chunks: int = 0)
     else:
         client_transport.write(raw)
     pump.flush()
+    # Hang up: a kept-alive channel would leave its idle timer on the global reactor.
+    client_transport.loseConnection()
+    pump.flush()
     return parse_response(client.data, head=raw.startswith(b"HEAD "))
 
 
