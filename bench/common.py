@@ -280,6 +280,10 @@ class Daemon:
             "environment": {"driver": "process"},
         }
         config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        # An existing account: as root the daemon would otherwise create "pterodactyl",
+        # which cannot run an interpreter under a private home such as /root.
+        import pwd
+        config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
         config.update(config_overrides or {})
         self.config_path = os.path.join(base, "config.yml")
         with open(self.config_path, "w") as f:
