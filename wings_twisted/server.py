@@ -23,8 +23,9 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .console import THROTTLE_NOTICE, ConsoleThrottle, DoneMatcher, daemon_line, \
@@ -343,11 +344,8 @@ class Server:
 
         def done(result: Any) -> None:
             self.tasks.discard(d)
-            if hasattr(result, "trap"):
-                from twisted.internet.defer import CancelledError
-                if not result.check(CancelledError):
-                    log.failure("Background work on {uuid} failed", result, uuid=self.uuid)
-            return None
+            if isinstance(result, Failure) and not result.check(CancelledError):
+                log.failure("Background work on {uuid} failed", result, uuid=self.uuid)
 
         d.addBoth(done)
         return d
@@ -365,7 +363,7 @@ class Server:
 
             def walked(result: Any) -> None:
                 self._walking = False
-                if hasattr(result, "trap"):
+                if isinstance(result, Failure):
                     log.failure("Measuring the volume of {uuid} failed", result, uuid=self.uuid)
 
             d.addBoth(walked)
