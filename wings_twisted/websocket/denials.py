@@ -72,6 +72,9 @@ class Denials:
 
     def __init__(self, boot_time: float) -> None:
         self.boot_time = boot_time
+        #: Changes whenever an entry is added: a verdict cached for the
+        #: same generation is still right.
+        self.generation = 0
         self._jtis: dict[str, float] = {}
         self._users: dict[tuple[str, str], float] = {}
 
@@ -82,6 +85,7 @@ class Denials:
         """
         for jti in jtis:
             self._jtis[jti] = max(now, self._jtis.get(jti, now))
+        self.generation += 1
 
     def deauthorize(self, user_uuid: str, server_uuids: Iterable[str], now: float) -> None:
         """
@@ -91,6 +95,7 @@ class Denials:
         for server_uuid in server_uuids:
             key = (server_uuid, user_uuid)
             self._users[key] = max(now, self._users.get(key, now))
+        self.generation += 1
 
     def denied(self, claims: Mapping[str, Any]) -> bool:
         """

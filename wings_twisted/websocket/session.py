@@ -54,6 +54,7 @@ Decisions (where the spec is silent or says MAY/SHOULD):
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import deque
 from typing import Any, Callable, Mapping, Protocol
@@ -197,6 +198,7 @@ class Session:
         self._denials = denials
         self._activity = activity
         self._claims: dict[str, Any] | None = None
+        self._verdict: tuple[Any, tuple[int, int, bool], str | None] | None = None
         self._registered = False
         self._closed = False
         self._busy = False
@@ -348,9 +350,20 @@ class Session:
 
     def _token_error(self) -> str | None:
         """
-        The per-message / per-event token check (§5.4).
+        The per-message / per-event token check (§5.4).  Its answer only
+        changes with the token, the whole second (``exp`` is compared in
+        seconds), the deny lists and ``tokens.require_scope``, so it is
+        computed once per such state rather than for every console line.
         """
-        return self._check_claims(self._claims)
+        claims = self._claims
+        state = (math.floor(self._clock.seconds()), self._denials.generation,
+                 self._config().tokens.require_scope)
+        cached = self._verdict
+        if cached is not None and cached[0] is claims and cached[1] == state:
+            return cached[2]
+        error = self._check_claims(claims)
+        self._verdict = (claims, state, error)
+        return error
 
     def has_permission(self, permission: str) -> bool:
         """
