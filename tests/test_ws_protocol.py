@@ -282,6 +282,40 @@ class SocketTests(Rig):
         self.assertEqual(client.closed_with, (1001, "server deleted"))
         self.assertEqual(self.server.sockets, set())
 
+    def test_fan_out_frames_an_event_once(self) -> None:
+        """
+        An event sent to several sockets is framed once and reaches each of
+        them whole and in order, after the first-auth frames; a payload
+        that is not the last one framed is framed afresh.
+        """
+        from wings_twisted.websocket.protocol import factory_for
+        factory = factory_for(self.node)
+        prepared: list[bytes] = []
+        original = factory.prepareMessage
+
+        def counting(payload: bytes, *args: Any, **kwargs: Any) -> Any:
+            prepared.append(payload)
+            return original(payload, *args, **kwargs)
+
+        factory.prepareMessage = counting  # type: ignore[method-assign]
+        sockets = [self.connect() for _ in range(3)]
+        for client, pump, _ in sockets:
+            self.send(client, pump, "auth", self.token())
+            client.events()
+        prepared.clear()
+        self.server.events.publish("console output", "hello")
+        self.server.events.publish("console output", "world")
+        for client, pump, _ in sockets:
+            pump.flush()
+            self.assertEqual(client.events(), [("console output", ["hello"]),
+                                               ("console output", ["world"])])
+        self.assertEqual(prepared, [b'{"event":"console output","args":["hello"]}',
+                                    b'{"event":"console output","args":["world"]}'])
+        # Autobahn attributes the direct write relies on (sendData's conditions).
+        protocol = sockets[0][2].protocol
+        self.assertIsNone(protocol._perMessageCompress)
+        self.assertEqual(len(protocol.send_queue), 0)
+
     def test_binary_frame(self) -> None:
         """
         A binary frame gets the ``message too large`` daemon error.

@@ -26,6 +26,13 @@ Decisions:
   a push producer that pauses/resumes the session.
 * Close codes outside 1000/3000–4999 (1001 ``server deleted``) go through
   ``sendCloseFrame``, which does not validate the code.
+* Fan-out: an event goes to every socket of its server one after the other
+  with the same payload object, so the factory frames it once
+  (``prepareMessage``) and keeps that last frame; each socket then writes
+  the framed bytes to its transport.  This skips ``sendData``, whose
+  per-call debug formatting cost more than the write itself, whenever
+  ``sendData`` would have written at once anyway (nothing queued by
+  Autobahn, no compression); otherwise ``sendPreparedMessage`` does it.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import weakref
 from typing import Any, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -97,8 +105,15 @@ class _Channel:
 
     def send(self, frame: bytes) -> None:
         protocol = self._protocol
-        if protocol.state == protocol.STATE_OPEN:
-            protocol.sendMessage(frame, isBinary=False)
+        if protocol.state != protocol.STATE_OPEN:
+            return
+        prepared = protocol.factory.prepared(frame)
+        transport = protocol.transport
+        if transport is not None and protocol._perMessageCompress is None \
+                and not protocol.send_queue:
+            transport.write(prepared.payloadHybi)
+        else:
+            protocol.sendPreparedMessage(prepared)
 
     def close(self, code: int, reason: str) -> None:
         protocol = self._protocol
@@ -200,6 +215,7 @@ class ConsoleFactory(WebSocketServerFactory):
     def __init__(self, node: Any) -> None:
         super().__init__(server=None, reactor=node.clock)
         self.node = node
+        self._last_prepared: tuple[bytes, PreparedMessage] | None = None
         self.setProtocolOptions(
             webStatus=False,
             autoPingInterval=AUTO_PING_SECONDS,
@@ -207,6 +223,16 @@ class ConsoleFactory(WebSocketServerFactory):
             maxFramePayloadSize=MAX_PAYLOAD,
             maxMessagePayloadSize=MAX_PAYLOAD,
         )
+
+    def prepared(self, payload: bytes) -> PreparedMessage:
+        """
+        ``payload`` framed as a text message, framed again only when the
+        payload is not the object framed last.
+        """
+        last = self._last_prepared
+        if last is None or last[0] is not payload:
+            last = self._last_prepared = (payload, self.prepareMessage(payload))
+        return last[1]
 
     def bind(self, server: Any, client_ip: str) -> "Binding":
         """
