@@ -8,9 +8,11 @@ exchange with the daemon's real ``Site`` (its request class included) over
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import psutil
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
@@ -401,3 +403,23 @@ class FakeEnvironment:
         for line in self.install_lines:
             on_line(line)
         return succeed(self.install_result)
+
+
+def kill_quietly(pid: int) -> None:
+    """
+    SIGKILL ``pid`` if it still exists.
+    """
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def process_alive(pid: int) -> bool:
+    """
+    Whether ``pid`` runs (a zombie waiting to be reaped does not count).
+    """
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import uuid as uuidlib
 
-import psutil
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,6 +23,7 @@ from wings_twisted.environment.cgroups import (CgroupHost, CgroupLimits, bounded
                                                overhead_multiplier, parse_mountinfo, tree_pids,
                                                tree_usage)
 
+from .support import kill_quietly, process_alive
 from .test_process_environment import TEST_BASE, require
 
 
@@ -273,12 +273,12 @@ class AccountingTests(SynchronousTestCase):
              "time.sleep(0.3); print(p.pid)"] + argv,
             stdout=subprocess.PIPE, check=True)
         child = int(parent.stdout)
-        self.addCleanup(_kill, child)
+        self.addCleanup(kill_quietly, child)
         for _ in range(100):
-            if not _alive(child):
+            if not process_alive(child):
                 break
             subprocess.run(["sleep", "0.02"])
-        self.assertFalse(_alive(child))
+        self.assertFalse(process_alive(child))
 
     def test_tree(self) -> None:
         """
@@ -337,15 +337,3 @@ class RealHostTests(SynchronousTestCase):
             self.assertFalse(os.path.exists(path))
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -23,7 +23,7 @@ from wings_twisted.devpanel import tokens
 from wings_twisted.devpanel.state import DevPanelState
 from wings_twisted.devpanel.resource import listen
 
-from .support import SERVER, TOKEN, TOKEN_ID, USER
+from .support import SERVER, TOKEN, TOKEN_ID, USER, process_alive
 from .test_integration import DaemonTestCase
 from .wsclient import WsClient
 
@@ -158,8 +158,7 @@ class ConsoleTests(ConsoleTestCase):
         client.send("set state", "kill")
         seen = await client.until("status", "offline")
         self.assertEqual(status_args(seen), ["stopping", "offline"])
-        await self.wait_for(lambda: not psutil.pid_exists(first) or
-                            psutil.Process(first).status() == psutil.STATUS_ZOMBIE)
+        await self.wait_for(lambda: not process_alive(first))
 
     async def test_crash_from_outside_is_restarted(self) -> None:
         """

@@ -30,7 +30,7 @@ from wings_twisted.environment.cgroups import CgroupHost, detect_cgroups
 from wings_twisted.environment.process import (ProcessEnvironment, parse_signal,
                                                render_invocation, stop_signal)
 
-from .support import make_config
+from .support import kill_quietly, make_config, process_alive
 
 TIMEOUT = 8.0
 TEST_BASE = "wings-twisted-test"
@@ -427,7 +427,7 @@ class ProcessEnvironmentTests(EnvTestMixin, TestCase):
         self.assertEqual(listener.states, ["starting", "stopping"])
         await listener.offline()
         self.assertEqual(environment.exit_state(), (137, False))
-        await poll(lambda: not _alive(child))
+        await poll(lambda: not process_alive(child))
 
     async def test_natural_exit_kills_orphans(self) -> None:
         """
@@ -440,7 +440,7 @@ class ProcessEnvironmentTests(EnvTestMixin, TestCase):
         await environment.start()
         await listener.offline()
         child = int(listener.lines[0][6:])
-        await poll(lambda: not _alive(child))
+        await poll(lambda: not process_alive(child))
 
     async def test_natural_exit_kills_orphans_pipes(self) -> None:
         """
@@ -451,7 +451,7 @@ class ProcessEnvironmentTests(EnvTestMixin, TestCase):
         await environment.start()
         await listener.offline()
         child = int(listener.lines[0][6:])
-        await poll(lambda: not _alive(child))
+        await poll(lambda: not process_alive(child))
 
     async def test_escaped_child_does_not_hold_the_server(self) -> None:
         """
@@ -464,10 +464,10 @@ class ProcessEnvironmentTests(EnvTestMixin, TestCase):
         await environment.start()
         await listener.line("child=")
         child = int(listener.lines[0][6:])
-        self.addCleanup(_kill_pid, child)
+        self.addCleanup(kill_quietly, child)
         await listener.offline(timeout=4)
         self.assertEqual(environment.exit_state(), (0, False))
-        self.assertTrue(_alive(child))
+        self.assertTrue(process_alive(child))
 
     async def test_terminate_when_not_running(self) -> None:
         """
@@ -530,18 +530,6 @@ class ProcessEnvironmentTests(EnvTestMixin, TestCase):
         self.assertEqual(listener.lines, ["65534:65534:65534"])
 
 
-def _kill_pid(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class CgroupEnvironmentTests(EnvTestMixin, TestCase):
@@ -635,9 +623,9 @@ class CgroupEnvironmentTests(EnvTestMixin, TestCase):
         await environment.start()
         await listener.line("child=")
         child = int(listener.lines[0][6:])
-        self.addCleanup(_kill_pid, child)
+        self.addCleanup(kill_quietly, child)
         await listener.offline(timeout=4)
-        await poll(lambda: not _alive(child))
+        await poll(lambda: not process_alive(child))
 
     async def test_update_limits(self) -> None:
         """

@@ -13,7 +13,6 @@ import shutil
 import stat
 from typing import Any, Callable
 
-import psutil
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -24,7 +23,7 @@ from wings_twisted.environment.process import ProcessEnvironment
 from wings_twisted.environment.sandbox import (Sandbox, bwrap_argv, candidates, install_command,
                                                resolve_entrypoint, script_text, write_script)
 
-from .support import make_config
+from .support import make_config, process_alive
 from .test_process_environment import TIMEOUT, poll, real_reactor, require
 
 SCRIPT = ("#!/bin/bash\r\n"
@@ -211,7 +210,7 @@ class InstallerTests(TestCase):
         with self.assertRaises(CancelledError):
             await d
         self.assertEqual(os.listdir(tmp.path), [])
-        await poll(lambda: not _alive(child))
+        await poll(lambda: not process_alive(child))
 
     async def test_cancel_bwrap(self) -> None:
         """
@@ -241,9 +240,3 @@ class InstallerTests(TestCase):
         with self.assertRaises(CancelledError):
             await d
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
