@@ -540,3 +540,28 @@ class StatesFileTests(SynchronousTestCase):
         self.assertEqual(restore_action(True, None), "adopt")
         self.assertEqual(restore_action(False, "stopping"), "offline")
         self.assertEqual(restore_action(False, None), "offline")
+
+
+class CgroupDetectionTests(SynchronousTestCase):
+    def test_detected_once_for_every_server(self) -> None:
+        """
+        The node looks for a cgroup hierarchy once, however many process
+        environments ask, and hands the same answer to each.
+        """
+        from wings_twisted.blocking import run_inline
+        from wings_twisted.environment.cgroups import detect_cgroups
+        harness = Harness(FilePath(self.mktemp()), SERVER, environment={"driver": "process"})
+        node = harness.node
+        calls: list[Any] = []
+
+        def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(fn)
+            return run_inline(fn, *args, **kwargs)
+
+        node.run_blocking = counting
+        first = self.successResultOf(Deferred.fromCoroutine(node.cgroup_host()))
+        second = self.successResultOf(Deferred.fromCoroutine(node.cgroup_host()))
+        self.assertIs(first, second)
+        self.assertEqual(calls.count(detect_cgroups), 1)
+        environment = node.make_environment(harness.add_server())
+        self.assertEqual(getattr(environment, "_cgroups"), node.cgroup_host)

@@ -20,6 +20,7 @@ from .blocking import RunBlocking
 from .config import Config
 from .docker import DockerClient
 from .environment import IEnvironment
+from .environment.cgroups import CgroupHost, detect_cgroups
 from .fs import Volume
 from .panel import PanelClient
 from .server import Server, ServerConfigError, ServerRegistry
@@ -66,6 +67,8 @@ class Node:
         self.boot_time = clock.seconds()
         # Websocket token deny lists (websocket.md §8.1), shared by every socket.
         self.denials = Denials(self.boot_time)
+        self._cgroup_host: CgroupHost | None = None
+        self._cgroups_detected = False
 
     def volume_for(self, uuid: str) -> Volume:
         """
@@ -96,4 +99,18 @@ class Node:
             return None
         from .environment.process import ProcessEnvironment
         return ProcessEnvironment(server.environment_settings(), reactor=self.reactor,
-                                  config=self.config, run_blocking=self.run_blocking)
+                                  config=self.config, run_blocking=self.run_blocking,
+                                  cgroups=self.cgroup_host)
+
+    async def cgroup_host(self) -> CgroupHost | None:
+        """
+        The cgroup hierarchy process environments put servers in, detected
+        on the first start of any server and shared by all of them.
+        """
+        if not self._cgroups_detected:
+            host = await self.run_blocking(detect_cgroups)
+            if not self._cgroups_detected:
+                self._cgroup_host, self._cgroups_detected = host, True
+                if host is not None:
+                    log.info("Process limits use {host}", host=host.describe())
+        return self._cgroup_host

@@ -58,7 +58,7 @@ import signal
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Awaitable, Callable, Literal, Mapping, Union
 
 import psutil
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
@@ -81,6 +81,12 @@ from .sandbox import InstallJob, exit_code, kill_group, run_install
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 # ``terminate``'s parameter is named ``signal`` (the interface's name).
 _SIGKILL = signal.SIGKILL
+
+#: Where a ``ProcessEnvironment`` gets its cgroup hierarchy: a host, ``None``
+#: (no cgroups), ``"detect"`` (detect on first start), or a shared detector
+#: (the node's, so that the host is looked for once for every server).
+CgroupSource = Union[CgroupHost, None, Literal["detect"],
+                     Callable[[], Awaitable[Union[CgroupHost, None]]]]
 
 #: Seconds between the mapped stop signal and SIGKILL (Pelican).
 SIGNAL_GRACE = 10.0
@@ -190,14 +196,14 @@ class ProcessEnvironment:
 
     def __init__(self, settings: EnvironmentSettings, *, reactor: Any, config: Config,
                  run_blocking: RunBlocking,
-                 cgroups: CgroupHost | None | Literal["detect"] = "detect",
+                 cgroups: CgroupSource = "detect",
                  which: Callable[[str], str | None] | None = None,
                  daemon_env: Mapping[str, str] | None = None) -> None:
         self._settings = settings
         self._reactor = reactor
         self._config = config
         self._run_blocking = run_blocking
-        self._cgroups = cgroups
+        self._cgroups: CgroupSource = cgroups
         self._which = which or shutil.which
         self._daemon_path = (daemon_env if daemon_env is not None else os.environ).get(
             "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -341,7 +347,9 @@ class ProcessEnvironment:
             self._starting = False
 
     async def _host(self) -> CgroupHost | None:
-        if self._cgroups == "detect":
+        if callable(self._cgroups):
+            self._cgroups = await self._cgroups()
+        elif self._cgroups == "detect":
             host = await self._run_blocking(detect_cgroups)
             if host is not None:
                 self._log.info("Process limits use {host}", host=host.describe())
