@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
+from .eggconfig import apply_configs
 from .environment import EnvironmentError as EnvError
 from .panel import PanelError
 from .power import ACTIONS, PowerError, ServerBusy, UnknownPowerAction
@@ -144,7 +145,6 @@ async def pre_start(server: Server) -> None:
         if usage > limit:
             raise PowerError("filesystem: not enough disk space")
     server.daemon_line(UPDATING_CONFIGS)
-    from .eggconfig import apply_configs
     errors = await node.run_blocking(apply_configs, server.volume, server.configs, node.config)
     for error in errors:
         log.warn("Egg configuration file of {uuid}: {error}", uuid=server.uuid, error=error)

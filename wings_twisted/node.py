@@ -21,6 +21,7 @@ from .config import Config
 from .docker import DockerClient
 from .environment import IEnvironment
 from .environment.cgroups import CgroupHost, detect_cgroups
+from .environment.process import ProcessEnvironment
 from .fs import Volume
 from .panel import PanelClient
 from .server import Server, ServerConfigError, ServerRegistry
@@ -97,7 +98,6 @@ class Node:
         """
         if self.config.environment.driver != "process":
             return None
-        from .environment.process import ProcessEnvironment
         return ProcessEnvironment(server.environment_settings(), reactor=self.reactor,
                                   config=self.config, run_blocking=self.run_blocking,
                                   cgroups=self.cgroup_host)

@@ -23,11 +23,12 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import lifecycle
 from .console import THROTTLE_NOTICE, ConsoleThrottle, DoneMatcher, daemon_line, \
     environment_variables
 from .environment import EnvironmentSettings, IEnvironment, IEnvironmentListener, Limits, \
@@ -277,8 +278,7 @@ class Server:
             self._snapshot["memory_limit_bytes"] = limit
             self.events.publish("stats", self.stats_arg())
             if old in ("starting", "running") and self.node is not None:
-                from .lifecycle import handle_crash
-                self.node.clock.callLater(0, self.track, handle_crash, self)
+                self.node.clock.callLater(0, self.track, lifecycle.handle_crash, self)
 
     def output(self, line: str) -> None:
         """
@@ -319,8 +319,7 @@ class Server:
                 and self.disk_bytes() > limit):
             self._disk_stop_armed = False
             self.daemon_line(DISK_EXCEEDED)
-            from .lifecycle import stop_process
-            self.track(stop_process, self, 60.0, True)
+            self.track(lifecycle.stop_process, self, 60.0, True)
         self.events.publish("stats", self.stats_arg())
 
     def _set_state(self, state: str) -> None:
@@ -397,16 +396,15 @@ class Server:
         """
         Run a power action (lifecycle.md §5–§9).
         """
-        from .lifecycle import power
-        return Deferred.fromCoroutine(power(self, action, wait=wait))
+        return Deferred.fromCoroutine(lifecycle.power(self, action, wait=wait))
 
     def send_command(self, text: str) -> Deferred[None]:
         """
         Write a console command to the process.
         """
         if self.environment is None:
-            raise NotAttached()
-        return Deferred.fromCoroutine(_await(self.environment.send_command(text)))
+            return fail(NotAttached())
+        return self.environment.send_command(text)  # type: ignore[no-any-return]
 
     def accepts_commands(self) -> bool:
         """
@@ -475,10 +473,6 @@ class Server:
             "utilization": self.snapshot(),
             "configuration": self.configuration(),
         }
-
-
-async def _await(d: Any) -> None:
-    await d
 
 
 def _zero_snapshot() -> dict[str, Any]:

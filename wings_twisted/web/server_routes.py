@@ -145,8 +145,7 @@ class InstallResource(_ServerRoute):
         202; sync and install in the background (a second one is ignored).
         """
         server = self._server
-        if not server.installing:
-            server.track(lifecycle.sync_and_install, server)
+        server.track(lifecycle.sync_and_install, server)
         request.setResponseCode(202)
         return b""
 
