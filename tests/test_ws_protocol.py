@@ -29,7 +29,7 @@ from wings_twisted.devpanel.tokens import mint_websocket
 from wings_twisted.web.errors import JsonResource
 from wings_twisted.web.site import ApiSite
 from wings_twisted.websocket.denials import Denials
-from wings_twisted.websocket.protocol import ConsoleProtocol, _Backpressure, origin_allowed
+from wings_twisted.websocket.protocol import ConsoleFactory, ConsoleProtocol, _Backpressure, origin_allowed
 from wings_twisted.websocket.resource import DeauthorizeUserResource, is_console_upgrade, ws_child
 
 from .support import exchange
@@ -130,7 +130,8 @@ class Rig(SynchronousTestCase):
         api.putChild(b"servers", servers)
         api.putChild(b"deauthorize-user", DeauthorizeUserResource(self.node))
         servers.putChild(SERVER.encode(), server)
-        server.putChild(b"ws", ws_child(self.node, self.server))
+        self.factory = ConsoleFactory(self.node)
+        server.putChild(b"ws", ws_child(self.node, self.server, self.factory))
         self.site = ApiSite(root, self.node)
 
     def set_config(self, **changes: Any) -> None:
@@ -288,8 +289,7 @@ class SocketTests(Rig):
         them whole and in order, after the first-auth frames; a payload
         that is not the last one framed is framed afresh.
         """
-        from wings_twisted.websocket.protocol import factory_for
-        factory = factory_for(self.node)
+        factory = self.factory
         prepared: list[bytes] = []
         original = factory.prepareMessage
 

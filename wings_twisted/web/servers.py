@@ -19,6 +19,7 @@ from ..panel import PanelError
 from ..server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
+from ..websocket.protocol import ConsoleFactory
 from ..websocket.resource import ws_child
 from .server_routes import ROUTES
 
@@ -32,9 +33,10 @@ class ServersResource(JsonResource):
     ``GET``/``POST /api/servers`` and the lookup of ``/api/servers/{uuid}``.
     """
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
+        self._console = console
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         """
@@ -47,7 +49,7 @@ class ServersResource(JsonResource):
         server = self._node.registry.get(uuid)
         if server is None:
             return ErrorResource(NotFound())
-        return ServerResource(self._node, server)
+        return ServerResource(self._node, server, self._console)
 
     def render_GET(self, request: Any) -> Any:
         """
@@ -92,17 +94,18 @@ class ServerResource(JsonResource):
     ``/api/servers/{uuid}``.
     """
 
-    def __init__(self, node: Any, server: Server) -> None:
+    def __init__(self, node: Any, server: Server, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._server = server
+        self._console = console
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         """
         The server's routes.
         """
         if path == b"ws":
-            return ws_child(self._node, self._server)
+            return ws_child(self._node, self._server, self._console)
         route = ROUTES.get(path)
         if route is None:
             return ErrorResource(NotFound())

@@ -31,6 +31,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ..auth import MissingBearer, WrongBearer, check_bearer
+from ..websocket.protocol import ConsoleFactory
 from ..websocket.resource import DeauthorizeUserResource, is_console_upgrade
 from .downloads import download_tree
 from .errors import ErrorResource, Forbidden, JsonResource, Unauthorized
@@ -55,12 +56,12 @@ class ApiResource(JsonResource):
     token is 401/403 even for unknown servers and paths (§2.2).
     """
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self.putChild(b"system", SystemResource(node))
         self.putChild(b"update", UpdateResource(node))
-        self.putChild(b"servers", ServersResource(node))
+        self.putChild(b"servers", ServersResource(node, console))
         self.putChild(b"deauthorize-user", DeauthorizeUserResource(node))
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Resource:
@@ -114,10 +115,11 @@ class ApiSite(Site):
 
 def build_root(node: Any) -> Resource:
     """
-    The resource tree.
+    The resource tree, with the one websocket factory every console socket
+    of the node is built by.
     """
     root = JsonResource()
-    root.putChild(b"api", ApiResource(node))
+    root.putChild(b"api", ApiResource(node, ConsoleFactory(node)))
     root.putChild(b"download", download_tree(node))
     root.putChild(b"upload", upload_tree(node))
     return root

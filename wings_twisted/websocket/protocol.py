@@ -6,9 +6,9 @@ pause/resume into the session's back-pressure (§10.1).
 
 Decisions:
 
-* One ``ConsoleFactory`` per node (``factory_for``).  Per request, the
-  resource wraps it in a ``Binding`` whose ``buildProtocol`` attaches the
-  server and the client IP to the new protocol.
+* One ``ConsoleFactory`` per node, made by ``web.site.build_root``.  Per
+  request, the resource wraps it in a ``Binding`` whose ``buildProtocol``
+  attaches the server and the client IP to the new protocol.
 * Origin: allowed when the header equals ``remote`` or an
   ``allowed_origins`` entry, raw or with one trailing ``/`` removed from the
   configured value, or when an entry is ``*`` (after the same stripping).
@@ -37,7 +37,6 @@ Decisions:
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -262,16 +261,3 @@ class Binding:
         protocol.game_server = self._server
         protocol.client_ip = self._client_ip
         return protocol
-
-
-_FACTORIES: "weakref.WeakKeyDictionary[Any, ConsoleFactory]" = weakref.WeakKeyDictionary()
-
-
-def factory_for(node: Any) -> ConsoleFactory:
-    """
-    The node's ``ConsoleFactory``, created on first use.
-    """
-    factory = _FACTORIES.get(node)
-    if factory is None:
-        factory = _FACTORIES[node] = ConsoleFactory(node)
-    return factory

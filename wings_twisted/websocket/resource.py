@@ -41,7 +41,7 @@ from ..auth import MissingBearer, WrongBearer, check_bearer
 from ..web.body import read_object
 from ..web.errors import (GENERIC_MESSAGE, BadRequest, ErrorResource, Forbidden, JsonResource,
                           NotFound, Unauthorized, error_body, render_async)
-from .protocol import ConsoleFactory, factory_for
+from .protocol import ConsoleFactory
 
 TOO_MANY = "Too many open websocket connections."
 NOT_UPGRADE = "Bad Request"
@@ -76,7 +76,7 @@ class ConsoleResource(JsonResource):
     ``/api/servers/{uuid}/ws`` and its ``deny`` child.
     """
 
-    def __init__(self, node: Any, server: Any, factory: ConsoleFactory | None = None) -> None:
+    def __init__(self, node: Any, server: Any, factory: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._server = server
@@ -101,8 +101,7 @@ class ConsoleResource(JsonResource):
         if (b"websocket" not in _header_tokens(request, b"Upgrade")
                 or b"upgrade" not in _header_tokens(request, b"Connection")):
             return error_body(request, BadRequest(NOT_UPGRADE))
-        factory = self._factory or factory_for(node)
-        return WebSocketResource(factory.bind(server, _client_ip(request))).render(request)
+        return WebSocketResource(self._factory.bind(server, _client_ip(request))).render(request)
 
 
 def _check_bearer(request: Any, token: str) -> None:
@@ -192,11 +191,10 @@ class DeauthorizeUserResource(JsonResource):
         request.setResponseCode(204)
 
 
-def ws_child(node: Any, server: Any, factory: ConsoleFactory | None = None) -> Resource:
+def ws_child(node: Any, server: Any, factory: ConsoleFactory) -> Resource:
     """
-    The ``ws`` child of ``/api/servers/{uuid}``: ``GET`` upgrades,
-    ``deny`` revokes tokens.  ``factory`` defaults to the node's shared
-    ``ConsoleFactory`` (``protocol.factory_for``); ``build_site`` may create
-    one and pass it instead.
+    The ``ws`` child of ``/api/servers/{uuid}``: ``GET`` upgrades (through
+    the node's one ``factory``, made by ``build_root``), ``deny`` revokes
+    tokens.
     """
     return ConsoleResource(node, server, factory)
