@@ -36,7 +36,7 @@ START = 1_800_000_000.0
 
 class FakeServer:
     """
-    The server facade of ``session.ServerFacade``, scripted by tests.
+    The server facade of ``seams.ServerFacade``, scripted by tests.
     """
 
     def __init__(self, uuid: str = SERVER) -> None:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import deque
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import jwt
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -69,10 +69,11 @@ from twisted.python.failure import Failure
 from ..auth import WEBSOCKET, ExpiredToken, InvalidToken
 from ..config import Config
 from ..environment import EnvironmentError as EnvError
-from ..events import Event, EventBus, encode_frame
+from ..events import Event, encode_frame
 from ..power import ACTIONS, LOCK_BUSY_TEXT, PowerError, PowerLocked, UnknownPowerAction
 from .denials import EXP_INVALID, Denials, has_permission, token_error
 from .limits import MAX_MESSAGE, OTHER, MessageLimits, Outlet, kind_of, parse_message
+from .seams import ActivitySink, Channel, ServerFacade
 
 log = Logger()
 
@@ -98,56 +99,6 @@ POWER_PERMISSIONS = {"start": "control.start", "stop": "control.stop",
 #: Outbound permission filters (§6.1); ``backup completed*`` is by prefix.
 EVENT_PERMISSIONS = {"install output": "admin.websocket.install",
                      "transfer logs": "admin.websocket.transfer"}
-
-
-class Channel(Protocol):
-    """
-    What a session writes to: one websocket connection (``send`` a text
-    frame, ``close`` with a code and reason, ``drop`` without a close frame).
-    """
-
-    def send(self, frame: bytes) -> None: ...
-
-    def close(self, code: int, reason: str) -> None: ...
-
-    def drop(self) -> None: ...
-
-
-class ActivitySink(Protocol):
-    """
-    Where activity records go (``node.activity``).
-    """
-
-    def record(self, event: str, *, server: str, user: str | None, ip: str,
-               metadata: Mapping[str, Any] | None = None) -> None: ...
-
-
-class ServerFacade(Protocol):
-    """
-    What a session needs of a server (``wings_twisted.server.Server``).
-    """
-
-    @property
-    def uuid(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def suspended(self) -> bool: ...
-    @property
-    def installing(self) -> bool: ...
-    @property
-    def transferring(self) -> bool: ...
-    @property
-    def events(self) -> EventBus: ...
-    @property
-    def sockets(self) -> set[Any]: ...
-    def stats_arg(self) -> str: ...
-    def refresh_disk_usage(self) -> "Deferred[None]": ...
-    def power(self, action: str, *, wait: float = 0) -> "Deferred[None]": ...
-    def send_command(self, text: str, /) -> "Deferred[None]": ...
-    def accepts_commands(self) -> bool: ...
-    def is_running(self) -> "Deferred[bool]": ...
-    def read_log(self, n: int, /) -> "Deferred[list[str]]": ...
 
 
 def wrap_error(text: str) -> str:
