@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.websocket.denials import Denials
+from wings_twisted.auth.denials import Denials
 
 SERVER = "8f2a0c1e-3b4d-4e5f-9a6b-7c8d9e0f1a2b"
 OTHER_SERVER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"

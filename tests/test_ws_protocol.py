@@ -28,7 +28,7 @@ from wings_twisted.config import config_from_dict
 from wings_twisted.devpanel.tokens import mint_websocket
 from wings_twisted.web.errors import JsonResource
 from wings_twisted.web.site import ApiSite
-from wings_twisted.websocket.denials import Denials
+from wings_twisted.auth.denials import Denials
 from wings_twisted.websocket.protocol import ConsoleFactory, ConsoleProtocol, _Backpressure, origin_allowed
 from wings_twisted.websocket.resource import DeauthorizeUserResource, is_console_upgrade, ws_child
 

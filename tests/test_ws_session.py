@@ -19,7 +19,7 @@ from wings_twisted.devpanel.tokens import TokenUser, mint_websocket
 from wings_twisted.environment import NotAttached
 from wings_twisted.events import EventBus
 from wings_twisted.power import LOCK_BUSY_TEXT, PowerError, PowerLocked
-from wings_twisted.websocket.denials import Denials
+from wings_twisted.auth.denials import Denials
 from wings_twisted.websocket.limits import parse_message
 from wings_twisted.websocket.session import GENERIC_ERROR, Session
 

@@ -25,7 +25,7 @@ from .environment.process import ProcessEnvironment
 from .fs import Volume
 from .panel import PanelClient
 from .server import Server, ServerConfigError, ServerRegistry
-from .websocket.denials import Denials
+from .auth.denials import Denials
 
 log = Logger()
 

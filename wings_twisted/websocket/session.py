@@ -71,7 +71,7 @@ from ..config import Config
 from ..environment import EnvironmentError as EnvError
 from ..events import Event, encode_frame
 from ..power import ACTIONS, LOCK_BUSY_TEXT, PowerError, PowerLocked, UnknownPowerAction
-from .denials import EXP_INVALID, Denials, has_permission, token_error
+from ..auth.denials import EXP_INVALID, Denials, has_permission, token_error
 from .limits import MAX_MESSAGE, OTHER, MessageLimits, Outlet, kind_of, parse_message
 from .seams import ActivitySink, Channel, ServerFacade
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from ..auth import WEBSOCKET, ScopeMismatch, check_scope
+from .tokens import WEBSOCKET, ScopeMismatch, check_scope
 
 #: The JWT error texts of §5.3/§5.4; the frontend matches two of them.
 NO_JWT = "jwt: no jwt present"

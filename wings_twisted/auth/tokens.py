@@ -1,6 +1,7 @@
 """
-Credential checks: the node bearer token, the panel's signed JWTs and the
-single-use ``unique_id`` store.
+The panel's signed JWTs: one validator for the signed-URL routes, the
+console websocket and ``POST /api/transfers``, and the claim requirements
+of each token kind.
 
 Pure module: no Twisted imports, no clock reads.  Everything that depends on
 time takes ``now`` (or a clock callable) from the caller, and the keys are
@@ -10,10 +11,6 @@ the very next request (api.md §2.5 step 4, §2.6 "Key rotation").
 Decisions (api.md §2.5, §2.6; downloads-uploads.md §2.2-§2.5;
 websocket.md §4.3, §14):
 
-* ``check_bearer`` strips SP/HTAB around the header value before splitting,
-  exactly as an HTTP parser does with a field value, so ``"Bearer "`` is the
-  401 of the case table whether or not the caller's parser already stripped
-  it.  An empty configured token never authenticates anything.
 * ``decode_token`` is the one validator shared by the three signed-URL routes,
   the websocket ``auth`` event and (later) ``POST /api/transfers``.  It checks,
   in order, stopping at the first failure: size and the three-segment shape,
@@ -46,34 +43,18 @@ websocket.md §4.3, §14):
   string; ``server_uuid`` and ``unique_id`` must moreover be non-empty (an
   empty ``unique_id`` would act as one id shared by every such token).  The
   array claim ``permissions``, when required, must hold only strings.
-* ``TokenStore`` is the process-wide single-use store (downloads-uploads.md
-  §2.3).  ``consume`` checks and records under one ``threading.Lock`` so two
-  concurrent requests with the same id cannot both win, whether they come
-  from the reactor thread or from worker threads.  A first use records a
-  continuation *grant* (client IP and ``exp``) only when the caller allows
-  resuming at that moment; uploads pass ``allow_resume=False`` and so never
-  leave a grant, which keeps "a ``unique_id`` first seen on an upload cannot
-  later be used on a download" true even for a Range GET from the same IP.
-  Entries older than ``ttl`` count as absent (like upstream's expiring
-  cache) even before ``purge`` has dropped them.
 """
 
 from __future__ import annotations
 
-import hmac
 import math
-import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jwt
 
 __all__ = [
-    "BearerError",
-    "MissingBearer",
-    "WrongBearer",
-    "check_bearer",
     "InvalidToken",
     "MalformedToken",
     "ExpiredToken",
@@ -87,67 +68,8 @@ __all__ = [
     "UPLOAD",
     "WEBSOCKET",
     "TRANSFER",
-    "TokenStore",
 ]
 
-# ---------------------------------------------------------------------------
-# Bearer token (api.md §2.5)
-# ---------------------------------------------------------------------------
-
-
-class BearerError(Exception):
-    """
-    The ``Authorization`` header did not authenticate the request.
-    """
-
-
-class MissingBearer(BearerError):
-    """
-    No usable ``Bearer <token>`` header: answer 401 with
-    ``WWW-Authenticate: Bearer``.
-    """
-
-    status = 401
-    message = "The required authorization heads were not present in the request."
-
-
-class WrongBearer(BearerError):
-    """
-    A well-formed ``Bearer`` header carrying the wrong token: answer 403.
-    """
-
-    status = 403
-    message = "You are not authorized to access this endpoint."
-
-
-def check_bearer(header: bytes | None, token: str) -> None:
-    """
-    Check an ``Authorization`` header value against the node token.
-
-    Follows api.md §2.5: split at the first space into two parts; the first
-    must be exactly ``Bearer`` and the second is compared with ``token`` in
-    constant time.  Returns ``None`` when the request is authenticated.
-
-    :param header: the raw header value, or ``None`` when absent.
-    :param token: the node token as currently configured (re-read per request).
-    :raises MissingBearer: absent, empty or malformed header (401).
-    :raises WrongBearer: the token does not match, or no token is configured (403).
-    """
-    value = (header or b"").strip(b" \t")
-    parts = value.split(b" ", 1)
-    if len(parts) != 2 or parts[0] != b"Bearer":
-        raise MissingBearer("no Bearer credentials")
-    expected = token.encode("utf-8")
-    # compare_digest first, so the timing does not depend on whether a token
-    # is configured; an empty configured token must still never match.
-    matches = hmac.compare_digest(parts[1], expected)
-    if not matches or not expected:
-        raise WrongBearer("bearer token mismatch")
-
-
-# ---------------------------------------------------------------------------
-# Signed tokens (api.md §2.6, downloads-uploads.md §2.2, websocket.md §4.3)
-# ---------------------------------------------------------------------------
 
 
 class InvalidToken(Exception):
@@ -393,96 +315,3 @@ UPLOAD = _kind("file-upload", server_uuid=str, unique_id=str)
 WEBSOCKET = _kind("websocket", server_uuid=str, permissions=list)
 #: ``POST /api/transfers`` (transfers.md §4.1); the route checks ``sub`` is a UUID.
 TRANSFER = _kind("transfer", sub=str)
-
-
-# ---------------------------------------------------------------------------
-# Single-use store (downloads-uploads.md §2.3)
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """
-    One recorded ``unique_id``: when, and the continuation grant if any.
-    """
-
-    recorded_at: float
-    client_ip: str
-    exp: float
-    resumable: bool
-
-
-class TokenStore:
-    """
-    The process-wide record of ``unique_id`` values already used, shared by
-    ``/download/file``, ``/download/backup`` and ``/upload/file``.
-
-    :param clock: returns the current time in seconds (``reactor.seconds``).
-    :param ttl: seconds an entry is kept after being recorded (60 minutes).
-    """
-
-    def __init__(self, clock: Callable[[], float], *, ttl: float = 3600.0) -> None:
-        self._clock = clock
-        self._ttl = ttl
-        self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
-
-    def _live(self, unique_id: str, now: float) -> _Entry | None:
-        entry = self._entries.get(unique_id)
-        if entry is not None and now - entry.recorded_at >= self._ttl:
-            return None
-        return entry
-
-    def consume(self, unique_id: str, *, client_ip: str, exp: float,
-                is_range: bool, allow_resume: bool) -> bool:
-        """
-        Atomically check and record one use of ``unique_id``.
-
-        First use: record it with a grant for ``(client_ip, exp)`` (only when
-        ``allow_resume`` is true) and return ``True``.  Already recorded:
-        return ``True`` only for the continuation rule, i.e. ``allow_resume``
-        and ``is_range`` and a grant from the same ``client_ip`` with
-        ``floor(now) <= exp`` of the grant; otherwise ``False`` (404).
-
-        Uploads pass ``is_range=False, allow_resume=False``: strict single use,
-        and no grant a later download could continue.  Downloads pass
-        ``allow_resume=api.downloads.allow_range_resume`` and the token's
-        ``exp`` (plus any configured leeway).
-        """
-        with self._lock:
-            now = self._clock()
-            entry = self._live(unique_id, now)
-            if entry is None:
-                self._entries[unique_id] = _Entry(now, client_ip, exp, allow_resume)
-                return True
-            return (allow_resume and is_range and entry.resumable
-                    and entry.client_ip == client_ip
-                    and math.floor(now) <= entry.exp)
-
-    def seen(self, unique_id: str) -> bool:
-        """
-        Whether ``unique_id`` is currently recorded (HEAD; never records).
-        """
-        with self._lock:
-            return self._live(unique_id, self._clock()) is not None
-
-    def purge(self) -> int:
-        """
-        Drop entries recorded ``ttl`` seconds ago or more; return how many.
-
-        Run every 5 minutes by a ``TimerService``.
-        """
-        with self._lock:
-            now = self._clock()
-            stale = [uid for uid, entry in self._entries.items()
-                     if now - entry.recorded_at >= self._ttl]
-            for uid in stale:
-                del self._entries[uid]
-            return len(stale)
-
-    def __len__(self) -> int:
-        """
-        Number of entries held (expired ones not yet purged included).
-        """
-        with self._lock:
-            return len(self._entries)
