@@ -30,6 +30,8 @@ from wings_twisted.devpanel.state import DevPanelState
 from wings_twisted.environment import STATES, EnvironmentError, IEnvironment, InstallResult, \
     NotAttached
 from wings_twisted.node import Node
+from wings_twisted.servers.build import build_server
+from wings_twisted.tap import environment_factory
 from wings_twisted.panel import PanelClient
 from wings_twisted.web.site import build_site
 
@@ -103,7 +105,10 @@ class Harness:
                                clock=self.clock.seconds, run_blocking=run_inline,
                                send=panel.send_activity)
         self.node = Node(self.config, clock=self.clock, run_blocking=run_inline, panel=panel,
-                         activity=activity)
+                         activity=activity,
+                         make_environment=environment_factory(
+                             self.config.environment.driver, reactor=self.clock,
+                             config=lambda: self.node.config, run_blocking=run_inline))
         self.site = build_site(self.node)
 
     def add_server(self, uuid: str = SERVER) -> Any:
@@ -111,7 +116,7 @@ class Harness:
         Register ``uuid`` from the panel's fixture, with its volume.
         """
         fixture = self.state.servers.get(uuid) or self.state.add_server(uuid)
-        server = self.node.server_from_panel(uuid, fixture.configuration())
+        server = build_server(self.node, uuid, fixture.configuration())
         server.volume.ensure_root()
         self.node.registry.add(server)
         return server

@@ -1,5 +1,5 @@
 """
-Tests for the Docker Engine API client (``wings_twisted.docker``) and for
+Tests for the Docker Engine API client (``wings_twisted.environment.docker``) and for
 ``GET /api/system?v=2`` with the Docker driver (api.md §3.1, config.md §5).
 
 The unit tests talk to a fake engine served in memory (``FakeEngine``
@@ -38,7 +38,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from wings_twisted import __version__, tap
-from wings_twisted.docker import (
+from wings_twisted.environment.docker import (
     DEFAULT_TIMEOUT, DockerClient, DockerError, EngineEndpointFactory, engine_info_from,
     negotiated_version, parse_docker_host,
 )

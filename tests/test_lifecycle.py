@@ -16,13 +16,20 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from wings_twisted import lifecycle
+from wings_twisted.servers import crash, install, lifecycle
 from wings_twisted.devpanel.faults import Respond
 from wings_twisted.environment import IEnvironment, InstallResult
-from wings_twisted.power import PowerError, PowerLocked, ServerBusy, UnknownPowerAction
-from wings_twisted.states import read_states, restore_action, write_states
+from wings_twisted.servers.power import PowerError, PowerLocked, ServerBusy, UnknownPowerAction
+from wings_twisted.servers.store import read_states, restore_action, write_states
 
 from .support import SERVER, TOKEN, FakeEnvironment, Harness
+
+
+def power_of(server: Any, action: str, **kwargs: Any) -> Deferred[None]:
+    """
+    Run a power action on ``server`` as the routes do.
+    """
+    return Deferred.fromCoroutine(lifecycle.power(server, action, **kwargs))
 
 
 class LifecycleCase(SynchronousTestCase):
@@ -36,7 +43,7 @@ class LifecycleCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.harness = Harness(FilePath(self.mktemp()), SERVER, **self.config)
         self.env = FakeEnvironment()
-        self.harness.node.make_environment = lambda server: self.env  # type: ignore[method-assign]
+        self.harness.node.make_environment = lambda settings: self.env
         self.fixture = self.harness.state.servers[SERVER]
         self.server = self.harness.add_server()
         self.events: list[tuple[str, Any]] = []
@@ -50,10 +57,10 @@ class LifecycleCase(SynchronousTestCase):
                 if "Daemon]:" in line]
 
     def power(self, action: str, **kwargs: Any) -> None:
-        self.successResultOf(self.server.power(action, **kwargs))
+        self.successResultOf(power_of(self.server, action, **kwargs))
 
     def refused(self, action: str, kind: type = PowerError) -> str:
-        failure = self.failureResultOf(self.server.power(action), kind)
+        failure = self.failureResultOf(power_of(self.server, action), kind)
         return str(failure.value)
 
     def panel_calls(self, method: str, path: str) -> int:
@@ -113,28 +120,38 @@ class StartStopTests(LifecycleCase):
         self.assertEqual(self.named("status"), ["starting", "stopping", "offline"])
         self.assertEqual(self.env.exit_state(), (137, False))
         self.harness.clock.advance(1)
-        self.assertNotIn(lifecycle.CRASH_BANNER, self.daemon_lines())
+        self.assertNotIn(crash.CRASH_BANNER, self.daemon_lines())
 
-    def test_unknown_action_and_busy_flags(self) -> None:
+    def test_unknown_action_and_busy_occupancy(self) -> None:
+        """
+        An unknown action is refused first; every busy occupancy refuses
+        power actions (kill included) with its text; once finished, power
+        works again.
+        """
         self.assertEqual(self.refused("jump", UnknownPowerAction),
                          "attempting to handle unknown power action")
-        for flag, text in (("installing", "server is currently installing"),
-                           ("transferring", "server is currently being transferred"),
-                           ("restoring", "server is currently being restored")):
-            setattr(self.server, flag, True)
+        occupancy = self.server.occupancy
+        for begin, text in ((occupancy.begin_install, "server is currently installing"),
+                            (occupancy.begin_transfer_out, "server is currently being transferred"),
+                            (occupancy.begin_restore, "server is currently being restored"),
+                            (occupancy.begin_receive, "server is currently being transferred")):
+            begin()
             for action in ("start", "kill"):
                 self.assertEqual(self.refused(action, ServerBusy), text)
-            setattr(self.server, flag, False)
+            occupancy.finished()
+        self.power("start")
+        occupancy.delete()
+        self.assertEqual(self.refused("kill", ServerBusy), "server has been deleted")
 
     def test_lock(self) -> None:
         self.assertTrue(self.server.power_lock.try_acquire())
         self.refused("start", PowerLocked)
         self.refused("stop", PowerLocked)
-        waiting = self.server.power("start", wait=5)
+        waiting = power_of(self.server, "start", wait=5)
         self.assertNoResult(waiting)
         self.harness.clock.advance(5)
         self.failureResultOf(waiting, PowerLocked)
-        waiting = self.server.power("start", wait=5)
+        waiting = power_of(self.server, "start", wait=5)
         self.server.power_lock.release()
         self.successResultOf(waiting)
         self.assertEqual(self.named("status"), ["starting"])
@@ -169,10 +186,10 @@ class StartStopTests(LifecycleCase):
 
     def test_start_failure_reaches_offline_without_a_crash(self) -> None:
         self.env.start_error = RuntimeError("spawn failed")
-        self.failureResultOf(self.server.power("start"), RuntimeError)
+        self.failureResultOf(power_of(self.server, "start"), RuntimeError)
         self.harness.clock.advance(1)
         self.assertEqual(self.named("status"), ["starting", "stopping", "offline"])
-        self.assertNotIn(lifecycle.CRASH_BANNER, self.daemon_lines())
+        self.assertNotIn(crash.CRASH_BANNER, self.daemon_lines())
 
     def test_typed_stop_command_is_not_a_crash(self) -> None:
         self.power("start")
@@ -208,9 +225,9 @@ class CrashTests(LifecycleCase):
         self.running()
         self.crash(1)
         lines = self.daemon_lines()
-        banner = lines.index(lifecycle.CRASH_BANNER)
+        banner = lines.index(crash.CRASH_BANNER)
         self.assertEqual(lines[banner:banner + 3],
-                         [lifecycle.CRASH_BANNER, "Exit code: 1", "Out of memory: false"])
+                         [crash.CRASH_BANNER, "Exit code: 1", "Out of memory: false"])
         self.assertEqual(self.env.calls.count(("start",)), 2)
         self.assertEqual(self.panel_calls("GET", "/servers/" + SERVER), 2)
         self.assertEqual(self.named("status")[-3:], ["running", "offline", "starting"])
@@ -222,7 +239,7 @@ class CrashTests(LifecycleCase):
         self.env.emit("Server is ready")
         self.crash(137, oom=True)
         self.assertEqual(self.daemon_lines()[-4:], [
-            lifecycle.CRASH_BANNER, "Exit code: 137", "Out of memory: true",
+            crash.CRASH_BANNER, "Exit code: 137", "Out of memory: true",
             "Aborting automatic restart, last crash occurred less than 60 seconds ago."])
         self.assertEqual(self.server.state, "offline")
         self.harness.clock.advance(31)
@@ -233,7 +250,7 @@ class CrashTests(LifecycleCase):
     def test_clean_exit(self) -> None:
         self.running()
         self.crash(0)
-        self.assertIn(lifecycle.CRASH_BANNER, self.daemon_lines())
+        self.assertIn(crash.CRASH_BANNER, self.daemon_lines())
 
     def test_crash_while_starting(self) -> None:
         self.power("start")
@@ -244,14 +261,14 @@ class CrashTests(LifecycleCase):
         self.fixture.settings["crash_detection_enabled"] = False
         self.running()
         self.crash(1)
-        self.assertEqual(self.daemon_lines()[-1], lifecycle.CRASH_DISABLED)
+        self.assertEqual(self.daemon_lines()[-1], crash.CRASH_DISABLED)
         self.assertEqual(self.env.calls.count(("start",)), 1)
 
     def test_restart_failure(self) -> None:
         self.running()
         self.fixture.settings["suspended"] = True
         self.crash(1)
-        self.assertEqual(self.daemon_lines()[-1], lifecycle.CRASH_FAILED)
+        self.assertEqual(self.daemon_lines()[-1], crash.CRASH_FAILED)
         self.assertEqual(self.server.state, "offline")
 
 
@@ -260,13 +277,13 @@ class CleanExitTests(LifecycleCase):
                                              "timeout": 0}}}
 
     def test_clean_exit_is_not_a_crash(self) -> None:
-        self.successResultOf(self.server.power("start"))
+        self.successResultOf(power_of(self.server, "start"))
         self.env.exit(0)
         self.harness.clock.advance(0)
-        self.assertNotIn(lifecycle.CRASH_BANNER, self.daemon_lines())
+        self.assertNotIn(crash.CRASH_BANNER, self.daemon_lines())
 
     def test_timeout_zero_always_restarts(self) -> None:
-        self.successResultOf(self.server.power("start"))
+        self.successResultOf(power_of(self.server, "start"))
         for _ in range(3):
             self.env.exit(1)
             self.harness.clock.advance(0)
@@ -343,7 +360,7 @@ class SyncTests(LifecycleCase):
         self.assertEqual(self.harness.request(self.post("sync")).status, 204)
         self.assertIn(("wait_for_stop", 60.0, True), self.env.calls)
         self.assertEqual(self.server.state, "offline")
-        self.assertNotIn(lifecycle.CRASH_BANNER, self.daemon_lines())
+        self.assertNotIn(crash.CRASH_BANNER, self.daemon_lines())
 
     def post(self, route: str, body: bytes = b"") -> bytes:
         return ("POST /api/servers/{}/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
@@ -354,7 +371,7 @@ class SyncTests(LifecycleCase):
 class InstallTests(LifecycleCase):
     def install(self, **kwargs: Any) -> bool:
         return bool(self.successResultOf(Deferred.fromCoroutine(
-            lifecycle.install(self.server, **kwargs))))
+            install.install(self.server, **kwargs))))
 
     def test_skipped_scripts_report_success(self) -> None:
         self.assertTrue(self.install())
@@ -374,16 +391,16 @@ class InstallTests(LifecycleCase):
             "install started", "daemon message", "install output", "install output",
             "daemon message", "install completed"])
         self.assertEqual(self.named("daemon message"),
-                         [lifecycle.INSTALL_STARTING, lifecycle.INSTALL_DONE])
+                         [install.INSTALL_STARTING, install.INSTALL_DONE])
         self.assertEqual(self.harness.state.install_reports[-1],
                          {"server": SERVER, "successful": True, "reinstall": True})
-        path = lifecycle.install_log_path(self.harness.config, SERVER)
-        self.assertEqual(lifecycle.read_install_log(path), "fetching\ndone\n")
+        path = install.install_log_path(self.harness.config, SERVER)
+        self.assertEqual(install.read_install_log(path), "fetching\ndone\n")
         with open(path) as f:
             text = f.read()
         self.assertIn("Exit Code:            3", text)
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
-        self.assertFalse(self.server.installing)
+        self.assertFalse(self.server.occupancy.installing)
 
     def test_pipeline_failure(self) -> None:
         self.server.settings["skip_egg_scripts"] = False
@@ -400,7 +417,7 @@ class InstallTests(LifecycleCase):
         self.assertEqual(self.harness.state.install_reports[-1]["successful"], False)
 
     def test_second_install_is_ignored(self) -> None:
-        self.server.installing = True
+        self.server.occupancy.begin_install()
         self.assertFalse(self.install())
         self.assertEqual(self.harness.state.install_reports, [])
 
@@ -516,7 +533,7 @@ class RouteTests(LifecycleCase):
         self.assertNotIn(SERVER, self.harness.node.registry)
         self.assertFalse(os.path.exists(self.server.volume.root))
         self.harness.clock.advance(1)
-        self.assertNotIn(lifecycle.CRASH_BANNER, self.daemon_lines())
+        self.assertNotIn(crash.CRASH_BANNER, self.daemon_lines())
 
 
 class StatesFileTests(SynchronousTestCase):
@@ -545,23 +562,26 @@ class StatesFileTests(SynchronousTestCase):
 class CgroupDetectionTests(SynchronousTestCase):
     def test_detected_once_for_every_server(self) -> None:
         """
-        The node looks for a cgroup hierarchy once, however many process
-        environments ask, and hands the same answer to each.
+        The process driver's factory looks for a cgroup hierarchy once,
+        however many process environments ask, and hands each environment
+        the same source.
         """
         from wings_twisted.blocking import run_inline
         from wings_twisted.environment.cgroups import detect_cgroups
+        from wings_twisted.environment.factories import ProcessEnvironments
         harness = Harness(FilePath(self.mktemp()), SERVER, environment={"driver": "process"})
-        node = harness.node
         calls: list[Any] = []
 
         def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
             calls.append(fn)
             return run_inline(fn, *args, **kwargs)
 
-        node.run_blocking = counting
-        first = self.successResultOf(Deferred.fromCoroutine(node.cgroup_host()))
-        second = self.successResultOf(Deferred.fromCoroutine(node.cgroup_host()))
+        factory = ProcessEnvironments(reactor=harness.clock, config=lambda: harness.config,
+                                      run_blocking=counting)
+        first = self.successResultOf(Deferred.fromCoroutine(factory.cgroup_host()))
+        second = self.successResultOf(Deferred.fromCoroutine(factory.cgroup_host()))
         self.assertIs(first, second)
         self.assertEqual(calls.count(detect_cgroups), 1)
-        environment = node.make_environment(harness.add_server())
-        self.assertEqual(getattr(environment, "_cgroups"), node.cgroup_host)
+        harness.node.make_environment = factory
+        environment = harness.add_server().environment
+        self.assertEqual(getattr(environment, "_cgroups"), factory.cgroup_host)

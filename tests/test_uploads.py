@@ -292,12 +292,12 @@ class UploadTests(SynchronousTestCase):
         While restoring or receiving a transfer, uploads are 409 and write
         nothing.
         """
-        self.server.restoring = True
+        self.server.occupancy.begin_restore()
         response = self.upload(body(part("files", "g.txt", b"g")))
         self.assertEqual((response.status, response.json()["error"]),
                          (409, "Files cannot be changed while a backup is being restored to this server."))
-        self.server.restoring = False
-        self.server.receiving_transfer = True
+        self.server.occupancy.finished()
+        self.server.occupancy.begin_receive()
         response = self.upload(body(part("files", "g.txt", b"g")))
         self.assertEqual(response.status, 409)
         self.assertEqual(self.tree(), [])

@@ -17,8 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from wings_twisted.config import Config, config_from_dict
 from wings_twisted.devpanel.tokens import TokenUser, mint_websocket
 from wings_twisted.environment import NotAttached
-from wings_twisted.events import EventBus
-from wings_twisted.power import LOCK_BUSY_TEXT, PowerError, PowerLocked
+from wings_twisted.servers.events import EventBus
+from wings_twisted.servers.occupancy import Occupancy
+from wings_twisted.servers.power import LOCK_BUSY_TEXT, PowerError, PowerLocked
 from wings_twisted.auth.denials import Denials
 from wings_twisted.websocket.limits import parse_message
 from wings_twisted.websocket.session import GENERIC_ERROR, Session
@@ -43,9 +44,7 @@ class FakeServer:
         self.uuid = uuid
         self.state = "offline"
         self.suspended = False
-        self.installing = False
-        self.transferring = False
-        self.restoring = False
+        self.occupancy = Occupancy()
         self.events = EventBus()
         self.sockets: set[Any] = set()
         self.power_calls: list[tuple[str, Deferred[None]]] = []
@@ -167,9 +166,10 @@ class SessionCase(SynchronousTestCase):
         self.session = self.open_session(self.channel)
 
     def open_session(self, channel: FakeChannel, server: FakeServer | None = None) -> Session:
-        session = Session(server or self.server, channel, clock=self.clock,
+        server = server or self.server
+        session = Session(server, channel, clock=self.clock,
                           config=lambda: self.config, denials=self.denials,
-                          activity=self.activity, client_ip="203.0.113.9")
+                          activity=self.activity, client_ip="203.0.113.9", power=server.power)
         session.open()
         return session
 
@@ -236,12 +236,12 @@ class AuthTests(SessionCase):
         No ``stats`` on first auth while running, or offline but installing
         or transferring.
         """
-        for attribute, state in (("installing", "offline"), ("transferring", "offline"),
-                                 (None, "running")):
+        for begin, state in (("begin_install", "offline"), ("begin_transfer_out", "offline"),
+                             (None, "running")):
             server = FakeServer()
             server.state = state
-            if attribute:
-                setattr(server, attribute, True)
+            if begin:
+                getattr(server.occupancy, begin)()
             channel = FakeChannel()
             session = self.open_session(channel, server)
             self.send(frame("auth", self.token()), session=session)

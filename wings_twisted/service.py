@@ -28,11 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from .lifecycle import SyncError, sync
 from .node import Node
-from .power import PowerError
-from .server import CANONICAL_UUID, Server, ServerConfigError
-from .states import RESTORE_CONCURRENCY, STATES_INTERVAL, read_states, restore_action, \
+from .servers.build import build_server
+from .servers.lifecycle import SyncError, power, sync
+from .servers.power import PowerError
+from .servers.server import CANONICAL_UUID, Server, ServerConfigError
+from .servers.store import RESTORE_CONCURRENCY, STATES_INTERVAL, read_states, restore_action, \
     states_of, write_states
 
 log = Logger()
@@ -125,7 +126,7 @@ class WingsService(MultiService):
             if uuid in node.registry:
                 continue
             try:
-                server = node.server_from_panel(uuid, entry)
+                server = build_server(node, uuid, entry)
                 await node.run_blocking(server.volume.ensure_root)
             except (ServerConfigError, OSError) as e:
                 log.error("Skipping server {uuid}: {error}", uuid=uuid, error=str(e))
@@ -162,7 +163,7 @@ class WingsService(MultiService):
             if action == "start":
                 log.info("Starting {uuid}: it was {state} before", uuid=server.uuid,
                          state=recorded)
-                await server.power("start")
+                await power(server, "start")
             elif action == "adopt" and server.environment is not None:
                 server.environment.set_state("running")
                 await sync(server)

@@ -19,9 +19,10 @@ from typing import Any, Callable, Mapping
 from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.service import IService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.endpoints import quoteStringArgument
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -30,9 +31,12 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from .activity import ActivityLog
 from .blocking import thread_pool_runner
 from .config import Config, ConfigError, load_config
-from .docker import DockerClient, DockerError
+from .blocking import RunBlocking
+from .environment.docker import DockerClient, DockerError
+from .environment.factories import ProcessEnvironments, no_environment
 from .node import Node
 from .panel import PanelClient
+from .servers.context import EnvironmentFactory
 from .service import ThreadPoolService, WingsService
 from .sysuser import SystemUserError, resolve_system_user
 from .timezone import TimezoneError, resolve_timezone
@@ -111,6 +115,17 @@ def listen_description(config: Config) -> str:
     return "tcp:port={}:interface={}:backlog={}".format(api.port, interface, BACKLOG)
 
 
+def environment_factory(driver: str, *, reactor: Any, config: Callable[[], Config],
+                        run_blocking: RunBlocking) -> EnvironmentFactory:
+    """
+    The environment factory of ``environment.driver``: process environments
+    sharing one cgroup hierarchy, or none (Docker comes with a later issue).
+    """
+    if driver == "process":
+        return ProcessEnvironments(reactor=reactor, config=config, run_blocking=run_blocking)
+    return no_environment
+
+
 def ensure_directories(config: Config) -> None:
     """
     Create the daemon's state and data directories (0700, config.md §4.1).
@@ -149,8 +164,19 @@ def build_service(config: Config, reactor: Any, *, config_path: str | None = Non
     if config.environment.driver == "docker":
         docker = DockerClient.from_environment(
             reactor, os.environ if environ is None else environ)
-    node = Node(config, clock=reactor, run_blocking=run_blocking, panel=panel,
-                activity=activity, config_path=config_path, docker=docker)
+    # One cooperator for every body producer (archives, S3 parts, transfer pushes).
+    cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+    node: Node | None = None
+
+    def live_config() -> Config:
+        return node.config if node is not None else config
+
+    node = Node(config, clock=reactor, reactor=reactor, run_blocking=run_blocking, panel=panel,
+                activity=activity, config_path=config_path, docker=docker,
+                cooperator=cooperator,
+                make_environment=environment_factory(config.environment.driver, reactor=reactor,
+                                                     config=live_config,
+                                                     run_blocking=run_blocking))
 
     if fatal is None:
         def fatal(message: str) -> None:
@@ -163,7 +189,8 @@ def build_service(config: Config, reactor: Any, *, config_path: str | None = Non
     ThreadPoolService(pool).setServiceParent(service)
     if docker is not None:
         _Closing(docker.close).setServiceParent(service)
-    site = build_site(node, access_log=debug or config.debug)
+    _Closing(lambda: _stopped(cooperator)).setServiceParent(service)
+    site = build_site(node, access_log=debug or config.debug, reactor=reactor)
     listener = _Listener(strports.service(listen or listen_description(config), site,
                                           reactor=reactor))
     listener.setServiceParent(service)
@@ -204,6 +231,14 @@ class _Listener(Service):
         """
         super().stopService()
         return self.inner.stopService()
+
+
+def _stopped(cooperator: Cooperator) -> Deferred[None]:
+    """
+    Stop ``cooperator`` (its running tasks fail with ``SchedulerStopped``).
+    """
+    cooperator.stop()
+    return succeed(None)
 
 
 class _Closing(Service):

@@ -71,7 +71,7 @@ from zope.interface import implementer
 
 from ..blocking import RunBlocking
 from ..config import Config
-from ..console import LineSplitter
+from .lines import LineSplitter
 from . import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
                IEnvironmentListener, InstallResult, NotAttached)
 from .cgroups import (CgroupHost, ServerCgroup, bounded_memory, cgroup_limits, detect_cgroups,

@@ -47,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..blocking import RunBlocking
-from ..console import LineSplitter
+from .lines import LineSplitter
 from . import InstallResult
 from .cgroups import launcher_argv
 

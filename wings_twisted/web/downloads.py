@@ -25,7 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from .. import fs
 from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE
-from ..server import CANONICAL_UUID, Server
+from ..servers.server import CANONICAL_UUID, Server
 from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, render_async, write_json
 from .producers import FileBodyProducer, ShortFile, Stopped
 from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,

@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import fs
-from ..server import WriteGuarded
+from ..servers.occupancy import WriteGuarded
 
 log = Logger()
 

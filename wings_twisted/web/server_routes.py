@@ -12,10 +12,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from .. import lifecycle
 from ..environment import EnvironmentError as EnvError
-from ..power import ACTIONS, PowerError
-from ..server import Server
+from ..servers import install, lifecycle
+from ..servers.power import ACTIONS, PowerError
+from ..servers.server import Server
 from .body import read_object
 from .errors import ApiError, BadRequest, Conflict, JsonResource, NotFound, render_async
 
@@ -75,7 +75,7 @@ class PowerResource(_ServerRoute):
 
 async def _logged_power(server: Server, action: str, wait: float) -> None:
     try:
-        await server.power(action, wait=wait)
+        await lifecycle.power(server, action, wait=wait)
     except (PowerError, EnvError) as e:
         log.info("Power action {action} on {uuid} refused: {error}", action=action,
                  uuid=server.uuid, error=str(e))
@@ -145,7 +145,7 @@ class InstallResource(_ServerRoute):
         202; sync and install in the background (a second one is ignored).
         """
         server = self._server
-        server.track(lifecycle.sync_and_install, server)
+        server.track(install.sync_and_install, server)
         request.setResponseCode(202)
         return b""
 
@@ -163,9 +163,9 @@ class ReinstallResource(_ServerRoute):
 
     def _reinstall(self, request: Any) -> None:
         server = self._server
-        if server.node is not None and server.power_lock.held:
+        if server.power_lock.held:
             raise Conflict(REINSTALL_BUSY)
-        server.track(lifecycle.reinstall, server)
+        server.track(install.reinstall, server)
         request.setResponseCode(202)
 
 
@@ -203,9 +203,9 @@ class InstallLogsResource(_ServerRoute):
 
     async def _read(self) -> dict[str, str]:
         node = self._node
-        path = lifecycle.install_log_path(node.config, self._server.uuid)
+        path = install.install_log_path(node.config, self._server.uuid)
         try:
-            text = await node.run_blocking(lifecycle.read_install_log, path)
+            text = await node.run_blocking(install.read_install_log, path)
         except OSError as e:
             log.error("Reading {path} failed: {error}", path=path, error=str(e))
             raise ApiError(INSTALL_LOG_FAILED)

@@ -14,9 +14,10 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from .. import lifecycle
 from ..panel import PanelError
-from ..server import UUID_V4, Server, ServerConfigError
+from ..servers import install, lifecycle
+from ..servers.build import build_server
+from ..servers.server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
 from ..websocket.protocol import ConsoleFactory
@@ -76,7 +77,7 @@ class ServersResource(JsonResource):
             raise Conflict("A server with that UUID already exists on this instance.")
         try:
             document = await node.panel.get_server(uuid)
-            server = node.server_from_panel(uuid, document)
+            server = build_server(node, uuid, document)
         except (PanelError, ServerConfigError) as e:
             log.error("Creating server {uuid} failed: {error}", uuid=uuid, error=str(e))
             raise ApiError()
@@ -84,7 +85,7 @@ class ServersResource(JsonResource):
             raise Conflict("A server with that UUID already exists on this instance.")
         await node.run_blocking(server.volume.ensure_root)
         node.registry.add(server)
-        server.track(lifecycle.install, server, start_after=bool(start))
+        server.track(install.install, server, start_after=bool(start))
         request.setResponseCode(202)
         return None
 

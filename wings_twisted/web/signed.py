@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..auth import InvalidToken, TokenKind
-from ..server import Server
+from ..servers.server import Server
 from .errors import NOT_FOUND_ON_SERVER, ApiError, InvalidTokenError
 
 

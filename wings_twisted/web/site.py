@@ -125,8 +125,10 @@ def build_root(node: Any) -> Resource:
     return root
 
 
-def build_site(node: Any, **kwargs: Any) -> ApiSite:
+def build_site(node: Any, *, access_log: bool = False, reactor: Any = None) -> ApiSite:
     """
-    The site serving ``node``.
+    The site serving ``node``; its connection timers run on ``reactor``
+    (the node's clock when not given).
     """
-    return ApiSite(build_root(node), node, **kwargs)
+    return ApiSite(build_root(node), node, access_log=access_log,
+                   reactor=reactor if reactor is not None else node.clock)

@@ -7,7 +7,7 @@ Format 2 of ``/api/system`` describes the container engine.  With
 reports empty version strings and the servers of this node as its
 "containers", so the panel's telemetry still gets a well-formed document
 (a project decision).  With the Docker driver the engine is asked through
-``node.docker`` (``wings_twisted.docker``): its answer fills the ``docker``
+``node.docker`` (``wings_twisted.environment.docker``): its answer fills the ``docker``
 block, ``system.memory_bytes`` (Docker's ``MemTotal``) and the last fallback
 of ``system.os``.  When the engine cannot be reached (or no client is wired)
 format 2 answers 500; format 1 never asks the engine.
@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from .. import __version__
 from ..config import UpdateError, apply_panel_update, write_config
-from ..docker import DockerError
+from ..environment.docker import DockerError
 from .body import read_json
 from .errors import ApiError, BadRequest, JsonResource, render_async
 

@@ -48,7 +48,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.resource import Resource
 
 from ..auth import UPLOAD
-from ..server import Server
+from ..servers.server import Server
 from .errors import ApiError, BadRequest, JsonResource, render_async, to_api_error
 from .signed import consume_token, verify_signed_token
 

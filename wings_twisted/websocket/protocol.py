@@ -42,11 +42,13 @@ from typing import Any, Sequence
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http
 from zope.interface import implementer
 
+from ..servers.lifecycle import power
 from .session import Session
 
 #: Handshake response headers (W1.12, §1.2).
@@ -151,9 +153,11 @@ class ConsoleProtocol(WebSocketServerProtocol):
         Start the session and take over the transport's producer slot.
         """
         node = self.node
+        server = self.game_server
         session = self.session = Session(
-            self.game_server, _Channel(self), clock=node.clock, config=lambda: node.config,
-            denials=node.denials, activity=node.activity, client_ip=self.client_ip)
+            server, _Channel(self), clock=node.clock, config=lambda: node.config,
+            denials=node.denials, activity=node.activity, client_ip=self.client_ip,
+            power=lambda action: Deferred.fromCoroutine(power(server, action)))
         transport: Any = self.transport
         try:
             transport.unregisterProducer()

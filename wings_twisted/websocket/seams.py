@@ -1,17 +1,23 @@
 """
 What a console ``Session`` is written against: the connection it writes to,
-the activity log and the server (``wings_twisted.server.Server`` provides
-``ServerFacade``; tests provide fakes of the same shape).
+the activity log and the server (``wings_twisted.servers.server.Server``
+provides ``ServerFacade``; tests provide fakes of the same shape).  Power
+actions are not the server model's: the session is given a ``PowerAction``
+(``servers.lifecycle.power`` bound to the server).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
-from ..events import EventBus
+from ..servers.events import EventBus
+from ..servers.occupancy import Occupancy
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+
+#: Runs a power action on the session's server.
+PowerAction = Callable[[str], "Deferred[None]"]
 
 
 class Channel(Protocol):
@@ -38,7 +44,7 @@ class ActivitySink(Protocol):
 
 class ServerFacade(Protocol):
     """
-    What a session needs of a server (``wings_twisted.server.Server``).
+    What a session needs of a server (``wings_twisted.servers.server.Server``).
     """
 
     @property
@@ -48,16 +54,13 @@ class ServerFacade(Protocol):
     @property
     def suspended(self) -> bool: ...
     @property
-    def installing(self) -> bool: ...
-    @property
-    def transferring(self) -> bool: ...
+    def occupancy(self) -> Occupancy: ...
     @property
     def events(self) -> EventBus: ...
     @property
     def sockets(self) -> set[Any]: ...
     def stats_arg(self) -> str: ...
     def refresh_disk_usage(self) -> "Deferred[None]": ...
-    def power(self, action: str, *, wait: float = 0) -> "Deferred[None]": ...
     def send_command(self, text: str, /) -> "Deferred[None]": ...
     def accepts_commands(self) -> bool: ...
     def is_running(self) -> "Deferred[bool]": ...

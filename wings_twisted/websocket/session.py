@@ -69,11 +69,11 @@ from twisted.python.failure import Failure
 from ..auth import WEBSOCKET, ExpiredToken, InvalidToken
 from ..config import Config
 from ..environment import EnvironmentError as EnvError
-from ..events import Event, encode_frame
-from ..power import ACTIONS, LOCK_BUSY_TEXT, PowerError, PowerLocked, UnknownPowerAction
+from ..servers.events import Event, encode_frame
+from ..servers.power import ACTIONS, LOCK_BUSY_TEXT, PowerError, PowerLocked, UnknownPowerAction
 from ..auth.denials import EXP_INVALID, Denials, has_permission, token_error
 from .limits import MAX_MESSAGE, OTHER, MessageLimits, Outlet, kind_of, parse_message
-from .seams import ActivitySink, Channel, ServerFacade
+from .seams import ActivitySink, Channel, PowerAction, ServerFacade
 
 log = Logger()
 
@@ -96,6 +96,8 @@ TOO_MANY = (4400, "too many open websocket connections")
 #: ``set state`` action → permission (§5.2).
 POWER_PERMISSIONS = {"start": "control.start", "stop": "control.stop",
                      "restart": "control.restart", "kill": "control.stop"}
+#: Inbound events with a ``handle_<event>`` method (spaces as underscores).
+INBOUND_EVENTS = frozenset({"auth", "set state", "send command", "send logs", "send stats"})
 #: Outbound permission filters (§6.1); ``backup completed*`` is by prefix.
 EVENT_PERMISSIONS = {"install output": "admin.websocket.install",
                      "transfer logs": "admin.websocket.transfer"}
@@ -135,14 +137,16 @@ class Session:
     :param denials: the node's deny lists.
     :param activity: the node's activity log.
     :param client_ip: the client address (trusted proxies applied).
+    :param power: runs a power action on ``server``.
     """
 
     def __init__(self, server: ServerFacade, channel: Channel, *, clock: IReactorTime,
                  config: Callable[[], Config], denials: Denials, activity: ActivitySink,
-                 client_ip: str) -> None:
+                 client_ip: str, power: PowerAction) -> None:
         self.id = str(uuid.uuid4())
         self.client_ip = client_ip
         self._server = server
+        self._power = power
         self._channel = channel
         self._clock = clock
         self._config = config
@@ -272,19 +276,14 @@ class Session:
                 return
         text = "".join(args)
         if event == "auth":
-            self._auth(text)
+            self.handle_auth(text)
             return
         error = self._token_error()
         if error is not None:
             self._write(encode_frame("jwt error", error), OTHER)
             return
-        handler = {
-            "set state": self._set_state,
-            "send command": self._send_command,
-            "send logs": self._send_logs,
-            "send stats": self._send_stats,
-        }.get(event)
-        if handler is not None:
+        handler = getattr(self, "handle_" + event.replace(" ", "_"), None)
+        if handler is not None and event in INBOUND_EVENTS:
             handler(text)
 
     def _drain_backlog(self) -> None:
@@ -322,7 +321,10 @@ class Session:
         """
         return has_permission(self._claims, permission, self._denials)
 
-    def _auth(self, token: str) -> None:
+    def handle_auth(self, token: str) -> None:
+        """
+        ``auth`` (§4.3): check the token, answer, register on the first one.
+        """
         config = self._config()
         try:
             claims = WEBSOCKET.decode(token, config.token, now=self._clock.seconds(),
@@ -364,7 +366,7 @@ class Session:
         ticker.start(TICK_SECONDS, now=False).addErrback(
             lambda f: log.failure("The token ticker of websocket {id} failed", f, id=self.id))
         self._on_event(Event("status", server.state))
-        if server.state != "offline" or server.installing or server.transferring:
+        if server.state != "offline" or server.occupancy.state in ("installing", "transferring"):
             return
         self._busy = True
         d = maybeDeferred(server.refresh_disk_usage)
@@ -402,19 +404,25 @@ class Session:
 
     # -- handlers ----------------------------------------------------------
 
-    def _set_state(self, action: str) -> None:
+    def handle_set_state(self, action: str) -> None:
+        """
+        ``set state`` (§5.2): a power action, with its permission.
+        """
         if action not in ACTIONS:
             self._report(UnknownPowerAction())
             return
         if not self.has_permission(POWER_PERMISSIONS[action]):
             return
         user = self.user_uuid
-        d = maybeDeferred(self._server.power, action)
+        d = maybeDeferred(self._power, action)
         d.addCallbacks(lambda _: self._record("server:power." + action, user, {}),
                        self._failed)
         d.addErrback(lambda f: log.failure("Handling a power action failed", f))
 
-    def _send_command(self, text: str) -> None:
+    def handle_send_command(self, text: str) -> None:
+        """
+        ``send command`` (§5.5): a console line to the process.
+        """
         if not self.has_permission("control.console"):
             return
         if not self._server.accepts_commands():
@@ -425,7 +433,10 @@ class Session:
                        self._failed)
         d.addErrback(lambda f: log.failure("Handling a console command failed", f))
 
-    def _send_logs(self, _: str) -> None:
+    def handle_send_logs(self, _: str) -> None:
+        """
+        ``send logs`` (§5.6): replay the console history.
+        """
         d = Deferred.fromCoroutine(self._replay())
         d.addErrback(self._failed)
         d.addErrback(lambda f: log.failure("Replaying the console failed", f))
@@ -438,7 +449,10 @@ class Session:
         for line in lines:
             self._on_event(Event("console output", line))
 
-    def _send_stats(self, _: str) -> None:
+    def handle_send_stats(self, _: str) -> None:
+        """
+        ``send stats`` (§5.7): the current stats.
+        """
         self._on_event(Event("stats", self._server.stats_arg()))
 
     def _record(self, event: str, user: str | None, metadata: Mapping[str, Any]) -> None:

@@ -1,12 +1,8 @@
 """
-The console output pipeline shared by every environment (lifecycle.md §4,
-§14, §15; websocket.md §10).
+The server side of the console pipeline (lifecycle.md §14, §15;
+websocket.md §10), shared by every environment.  Splitting raw output into
+lines is the environment's job (``environment.lines``).
 
-* ``LineSplitter`` turns raw process output into console lines the way
-  upstream's ``ScanReader`` does: split on ``\\n``, drop one trailing
-  ``\\r``, turn every `` \\r`` inside a line into ``\\r\\n``, cut lines
-  longer than 64 KiB into pieces, drop empty lines, decode UTF-8 with
-  replacement.
 * ``strip_ansi`` removes CSI/OSC escape sequences (introduced by ESC or by
   the C1 control U+009B).
 * ``DoneMatcher`` applies ``startup.done`` (substring, or ``regex:`` with a
@@ -18,7 +14,6 @@ The console output pipeline shared by every environment (lifecycle.md §4,
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from typing import Callable, Iterable, Sequence
@@ -26,9 +21,6 @@ from typing import Callable, Iterable, Sequence
 from twisted.logger import Logger
 
 log = Logger()
-
-#: Longest console line; longer lines are emitted in pieces of this size.
-MAX_LINE = 64 * 1024
 
 THROTTLE_NOTICE = "Server is outputting console data too quickly -- throttling..."
 
@@ -51,53 +43,6 @@ def daemon_line(app_name: str, text: str) -> str:
     A daemon-origin console line (websocket.md §6.4).
     """
     return "\x1b[33m\x1b[1m[{} Daemon]:\x1b[39m {}\x1b[0m".format(app_name, text)
-
-
-class LineSplitter:
-    """
-    Feed raw bytes, receive complete lines through ``emit``.
-    """
-
-    def __init__(self, emit: Callable[[str], None], *, max_line: int = MAX_LINE) -> None:
-        self._emit = emit
-        self._max = max_line
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._pending = ""
-
-    def feed(self, data: bytes) -> None:
-        """
-        Add output; emit every line it completes.
-        """
-        text = self._pending + self._decoder.decode(data)
-        lines = text.split("\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._line(line)
-        while len(self._pending) > self._max:
-            piece, self._pending = self._pending[:self._max], self._pending[self._max:]
-            self._line(piece, cut=True)
-
-    def flush(self) -> None:
-        """
-        End of stream: emit a final unterminated line.
-        """
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        if rest:
-            self._line(rest)
-
-    def _line(self, line: str, cut: bool = False) -> None:
-        if not cut and line.endswith("\r"):
-            line = line[:-1]
-        if not line:
-            return
-        if " \r" in line:
-            line = line.replace(" \r", "\r\n")
-        while len(line) > self._max:
-            self._emit(line[:self._max])
-            line = line[self._max:]
-        if line:
-            self._emit(line)
 
 
 def _regex_check(pattern: re.Pattern[str]) -> Callable[[str], bool]:

@@ -1,44 +1,38 @@
 """
-The server model: one game server on this node, as the panel configured it,
-plus the registry of every server loaded here.
+The server model: one game server on this node as the Panel configured it,
+and the parts every feature shares (its volume, occupancy, event bus,
+console sockets, power lock, environment and background work).
 
-The panel's configuration document (panel.md §3.3) is kept as received
+The Panel's configuration document (panel.md §3.3) is kept as received
 (``settings`` and ``process_configuration``) and read through typed
 accessors; the suspension flag, the egg denylist and the disk limit are
 pushed into the server's sandboxed ``Volume`` whenever it changes, and the
 rest into its environment (``environment_settings``).
 
-A ``Server`` is also the environment's listener (lifecycle.md §19): it turns
-state changes, console lines and resource samples into events on its
-``EventBus`` (``status``, ``stats``, ``console output``), applies the
-console throttle and done-strings, watches the disk limit and triggers
-crash handling.  The power actions, sync and install runs that drive it are
-in ``lifecycle.py``; the flags of api.md §2.9 live here so that the write
-guard has one home.
+This module knows no behaviour beyond its own data: what a state change, a
+console line or a sample means is ``runtime.Runtime`` (the environment's
+listener); power actions, sync and deletion are ``lifecycle``; installs are
+``install``.  It imports neither of them, nor the node: what it needs from
+the daemon is the ``ServerContext``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Coroutine, Mapping, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from . import lifecycle
-from .console import THROTTLE_NOTICE, ConsoleThrottle, DoneMatcher, daemon_line, \
-    environment_variables
-from .environment import EnvironmentSettings, IEnvironment, IEnvironmentListener, Limits, \
-    NotAttached, StopConfig
+from ..environment import EnvironmentSettings, IEnvironment, Limits, NotAttached, StopConfig
+from ..fs import Volume
+from .console import ConsoleThrottle, DoneMatcher, daemon_line, environment_variables
+from .context import ServerContext
 from .events import EventBus
-from .fs import Volume
+from .occupancy import Occupancy
 from .power import PowerLock
-
-if TYPE_CHECKING:
-    from .node import Node
 
 log = Logger()
 
@@ -47,23 +41,16 @@ CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 MIB = 1024 * 1024
 
-RESTORING_MESSAGE = "Files cannot be changed while a backup is being restored to this server."
-RECEIVING_MESSAGE = "Files cannot be changed while this server is being transferred to this node."
-
-
 class ServerConfigError(ValueError):
     """
     A server entry from the panel that cannot be used.
     """
 
 
-class WriteGuarded(Exception):
+def as_int(value: Any, default: int = 0) -> int:
     """
-    The write guard of api.md §2.9 refuses a modification (409).
+    A panel number as an int (booleans, nulls and non-numbers give ``default``).
     """
-
-
-def _int(value: Any, default: int = 0) -> int:
     if isinstance(value, bool) or value is None:
         return default
     if isinstance(value, (int, float)):
@@ -74,57 +61,55 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """
+    ``value`` if it is a mapping, else an empty one.
+    """
     return value if isinstance(value, Mapping) else {}
 
 
-DISK_EXCEEDED = "Server is exceeding the assigned disk space limit, stopping process now."
+class ConsoleSocket(Protocol):
+    """
+    A console websocket as the server keeps it (``websocket.session.Session``).
+    """
+
+    @property
+    def user_uuid(self) -> str | None: ...
+
+    def close_socket(self, code: int, reason: str) -> None: ...
 
 
-@implementer(IEnvironmentListener)
 class Server:
     """
-    One server registered on this node.
-
-    ``node`` is what the runtime needs (clock, live config, worker threads,
-    panel, environment factory); a server built without one (configuration
-    tests) has no environment and cannot run.
+    One server registered on this node.  ``environment`` is set by
+    ``build.build_server`` (``None`` when no environment of the configured
+    driver can run here).
     """
 
     def __init__(self, uuid: str, settings: Mapping[str, Any],
                  process_configuration: Mapping[str, Any], volume: Volume, *,
-                 node: Node | None = None) -> None:
+                 context: ServerContext) -> None:
         self.uuid = uuid
         self.volume = volume
-        self.node = node
+        self.context = context
         self.settings: dict[str, Any] = {}
         self.process_configuration: dict[str, Any] = {}
-        self.installing = False
-        self.transferring = False
-        self.restoring = False
-        self.receiving_transfer = False
-        self.deleted = False
+        self.occupancy = Occupancy()
         self.events = EventBus()
-        self.sockets: set[Any] = set()
+        self.sockets: set[ConsoleSocket] = set()
         self.crashed_at: float | None = None
         self.done = DoneMatcher(())
         self.environment: IEnvironment | None = None
         # Background work to cancel when the server is deleted (lifecycle.md §1.1).
         self.tasks: set[Deferred[Any]] = set()
-        self._disk_stop_armed = True
+        self.power_lock = PowerLock(context.clock)
+        throttles = context.config.throttles
+        self.throttle = ConsoleThrottle(
+            context.clock.seconds, enabled=throttles.enabled, lines=throttles.lines,
+            interval=throttles.line_reset_interval / 1000.0)
         self._walking = False
-        self._snapshot = _zero_snapshot()
-        if node is not None:
-            self.power_lock = PowerLock(node.clock)
-            throttles = node.config.throttles
-            self.throttle = ConsoleThrottle(
-                node.clock.seconds, enabled=throttles.enabled, lines=throttles.lines,
-                interval=throttles.line_reset_interval / 1000.0)
+        self._sample = _zero_sample()
         self.update(settings, process_configuration)
-        if node is not None:
-            self.environment = node.make_environment(self)
-            if self.environment is not None:
-                self.environment.set_listener(self)
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -140,7 +125,7 @@ class Server:
         self.process_configuration = dict(process_configuration)
         self.volume.set_denylist(self.denylist)
         self.volume.set_disk_limit(self.disk_limit_bytes)
-        startup = _mapping(self.process_configuration.get("startup"))
+        startup = as_mapping(self.process_configuration.get("startup"))
         done = startup.get("done")
         if isinstance(done, str):
             done = [done]
@@ -161,14 +146,14 @@ class Server:
         """
         The ``build`` limits block.
         """
-        return _mapping(self.settings.get("build"))
+        return as_mapping(self.settings.get("build"))
 
     @property
     def denylist(self) -> list[str]:
         """
         The egg's ``file_denylist`` (api.md §2.12).
         """
-        items = _mapping(self.settings.get("egg")).get("file_denylist")
+        items = as_mapping(self.settings.get("egg")).get("file_denylist")
         return [str(i) for i in items] if isinstance(items, list) else []
 
     @property
@@ -176,7 +161,7 @@ class Server:
         """
         ``build.disk_space`` in bytes; 0 = unlimited (api.md §2.13).
         """
-        limit = _int(self.build.get("disk_space"), 0)
+        limit = as_int(self.build.get("disk_space"), 0)
         return limit * MIB if limit > 0 else limit
 
     @property
@@ -184,7 +169,7 @@ class Server:
         """
         ``process_configuration.stop``.
         """
-        stop = _mapping(self.process_configuration.get("stop"))
+        stop = as_mapping(self.process_configuration.get("stop"))
         return StopConfig(str(stop.get("type") or ""), str(stop.get("value") or ""))
 
     @property
@@ -195,7 +180,7 @@ class Server:
         value = self.settings.get("crash_detection_enabled")
         if isinstance(value, bool):
             return value
-        return self.node.config.system.crash_detection.enabled if self.node else True
+        return self.context.config.system.crash_detection.enabled
 
     @property
     def configs(self) -> list[Any]:
@@ -209,49 +194,46 @@ class Server:
         """
         The process environment of lifecycle.md §2.3.
         """
-        allocations = _mapping(self.settings.get("allocations"))
-        default = _mapping(allocations.get("default"))
-        environment = _mapping(self.settings.get("environment"))
-        timezone = self.node.config.system.timezone if self.node else ""
+        allocations = as_mapping(self.settings.get("allocations"))
+        default = as_mapping(allocations.get("default"))
+        environment = as_mapping(self.settings.get("environment"))
+        timezone = self.context.config.system.timezone
         return environment_variables(
             timezone or "UTC", str(self.settings.get("invocation") or ""),
-            _int(self.build.get("memory_limit")), str(default.get("ip") or ""),
-            _int(default.get("port")), list(environment.items()))
+            as_int(self.build.get("memory_limit")), str(default.get("ip") or ""),
+            as_int(default.get("port")), list(environment.items()))
 
     def environment_settings(self) -> EnvironmentSettings:
         """
         What the environment needs to run this server now.
         """
         build = self.build
-        node = self.node
+        context = self.context
         limits = Limits(
-            memory_limit=_int(build.get("memory_limit")), swap=_int(build.get("swap")),
-            io_weight=_int(build.get("io_weight"), 500), cpu_limit=_int(build.get("cpu_limit")),
-            threads=str(build.get("threads") or ""), disk_space=_int(build.get("disk_space")),
+            memory_limit=as_int(build.get("memory_limit")), swap=as_int(build.get("swap")),
+            io_weight=as_int(build.get("io_weight"), 500), cpu_limit=as_int(build.get("cpu_limit")),
+            threads=str(build.get("threads") or ""), disk_space=as_int(build.get("disk_space")),
             oom_disabled=bool(build.get("oom_disabled", False)),
-            pids_limit=node.config.docker.container_pid_limit if node else 0)
+            pids_limit=context.config.docker.container_pid_limit)
         mounts = self.settings.get("mounts")
-        labels = _mapping(self.settings.get("labels"))
+        labels = as_mapping(self.settings.get("labels"))
         return EnvironmentSettings(
             uuid=self.uuid, volume=self.volume.root,
             invocation=str(self.settings.get("invocation") or ""),
-            image=str(_mapping(self.settings.get("container")).get("image") or ""),
+            image=str(as_mapping(self.settings.get("container")).get("image") or ""),
             env=tuple(self.environment_variables()), limits=limits, stop=self.stop_config,
-            uid=node.uid if node else -1, gid=node.gid if node else -1,
+            uid=context.uid, gid=context.gid,
             mounts=tuple(m for m in mounts if isinstance(m, Mapping)) if isinstance(mounts, list)
             else (),
-            allocations=_mapping(self.settings.get("allocations")),
+            allocations=as_mapping(self.settings.get("allocations")),
             labels={str(k): str(v) for k, v in labels.items()})
 
     def check_writable(self) -> None:
         """
-        Raise ``WriteGuarded`` while a restore or an incoming transfer owns the
-        volume (api.md §2.9).
+        The write guard (api.md §2.9): ``occupancy.WriteGuarded`` while a
+        restore or an incoming transfer owns the volume.
         """
-        if self.restoring:
-            raise WriteGuarded(RESTORING_MESSAGE)
-        if self.receiving_transfer:
-            raise WriteGuarded(RECEIVING_MESSAGE)
+        self.occupancy.check_writable()
 
     # -- state and the environment's events ------------------------------------------------------
 
@@ -262,78 +244,38 @@ class Server:
         """
         return self.environment.state if self.environment is not None else "offline"
 
-    def state_changed(self, old: str, new: str) -> None:
+    def set_state(self, state: str) -> None:
         """
-        The state handler of lifecycle.md §3: ``status``; zeroed ``stats`` on
-        ``offline``; throttle and disk trigger reset on ``starting``; crash
-        handling for ``starting``/``running`` → ``offline``.
+        Set the tracked process state (the environment notifies the runtime).
         """
-        self.events.publish("status", new)
-        if new == "starting":
-            self.throttle.reset()
-            self._disk_stop_armed = True
-        if new == "offline":
-            limit = self._snapshot["memory_limit_bytes"]
-            self._snapshot = _zero_snapshot()
-            self._snapshot["memory_limit_bytes"] = limit
-            self.events.publish("stats", self.stats_arg())
-            if old in ("starting", "running") and self.node is not None:
-                self.node.clock.callLater(0, self.track, lifecycle.handle_crash, self)
-
-    def output(self, line: str) -> None:
-        """
-        One process console line (lifecycle.md §14 step 3).
-        """
-        state = self.state
-        running = False
-        stop = self.stop_config
-        if state == "starting" and self.done.matches(line):
-            running = True
-        elif (state in ("starting", "running") and stop.type == "command" and stop.value
-              and line == stop.value):
-            # Upstream sets offline here (§6.4); stopping avoids a false crash.
-            self._set_state("stopping")
-        forward, notice = self.throttle.allow()
-        if forward:
-            self.events.publish("console output", line)
-        elif notice:
-            self.daemon_line(THROTTLE_NOTICE)
-        if running and self.state == "starting":
-            self._set_state("running")
-
-    def stats(self, sample: Mapping[str, Any]) -> None:
-        """
-        A resource sample: update the snapshot, enforce the disk limit,
-        publish ``stats`` (lifecycle.md §12, §13).
-        """
-        snapshot = self._snapshot
-        for key in ("memory_bytes", "memory_limit_bytes", "uptime"):
-            snapshot[key] = _int(sample.get(key))
-        cpu = sample.get("cpu_absolute", 0)
-        snapshot["cpu_absolute"] = round(float(cpu), 3) if isinstance(cpu, (int, float)) else 0
-        network = _mapping(sample.get("network"))
-        snapshot["network"] = {"rx_bytes": _int(network.get("rx_bytes")),
-                               "tx_bytes": _int(network.get("tx_bytes"))}
-        limit = self.disk_limit_bytes
-        if (limit > 0 and self._disk_stop_armed and self.state in ("starting", "running")
-                and self.disk_bytes() > limit):
-            self._disk_stop_armed = False
-            self.daemon_line(DISK_EXCEEDED)
-            self.track(lifecycle.stop_process, self, 60.0, True)
-        self.events.publish("stats", self.stats_arg())
-
-    def _set_state(self, state: str) -> None:
         if self.environment is not None:
             self.environment.set_state(state)
+
+    @property
+    def sample(self) -> dict[str, Any]:
+        """
+        The last resource sample (``memory_bytes``, ``memory_limit_bytes``,
+        ``cpu_absolute``, ``network``, ``uptime``); ``runtime`` writes it.
+        """
+        return self._sample
+
+    def reset_sample(self) -> None:
+        """
+        Zero the sample after the process ended, keeping the memory limit.
+        """
+        limit = self._sample["memory_limit_bytes"]
+        self._sample = _zero_sample()
+        self._sample["memory_limit_bytes"] = limit
 
     def daemon_line(self, text: str) -> None:
         """
         Publish a daemon-origin console line (websocket.md §6.4).
         """
-        app = self.node.config.app_name if self.node else "Pterodactyl"
+        app = self.context.config.app_name
         self.events.publish("console output", daemon_line(app, text))
 
-    def track(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    def track(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
+              **kwargs: Any) -> Deferred[Any]:
         """
         Run the coroutine function ``fn(*args, **kwargs)`` as background work
         of this server: cancelled on deletion, failures logged.
@@ -356,9 +298,9 @@ class Server:
         The cached volume usage; starts a background walk when it is stale
         (the non-blocking check of lifecycle.md §12).
         """
-        if self.node is not None and not self._walking and self.volume.usage_is_stale():
+        if not self._walking and self.volume.usage_is_stale():
             self._walking = True
-            d = self.node.run_blocking(self.volume.usage)
+            d = self.context.run_blocking(self.volume.usage)
 
             def walked(result: Any) -> None:
                 self._walking = False
@@ -372,16 +314,14 @@ class Server:
         """
         The blocking check: walk the volume in a worker thread if stale.
         """
-        if self.node is None:
-            return succeed(None)
-        return self.node.run_blocking(self.volume.usage).addCallback(lambda _: None)
+        return self.context.run_blocking(self.volume.usage).addCallback(lambda _: None)
 
     def snapshot(self) -> dict[str, Any]:
         """
         The stats object (websocket.md §6.3, api.md §4.1).
         """
-        stats = dict(self._snapshot)
-        stats["network"] = dict(self._snapshot["network"])
+        stats = dict(self._sample)
+        stats["network"] = dict(self._sample["network"])
         stats["state"] = self.state
         stats["disk_bytes"] = self.disk_bytes()
         return stats
@@ -392,19 +332,13 @@ class Server:
         """
         return json.dumps(self.snapshot(), separators=(",", ":"))
 
-    def power(self, action: str, *, wait: float = 0) -> Deferred[None]:
-        """
-        Run a power action (lifecycle.md §5–§9).
-        """
-        return Deferred.fromCoroutine(lifecycle.power(self, action, wait=wait))
-
     def send_command(self, text: str) -> Deferred[None]:
         """
         Write a console command to the process.
         """
         if self.environment is None:
             return fail(NotAttached())
-        return self.environment.send_command(text)  # type: ignore[no-any-return]
+        return self.environment.send_command(text)
 
     def accepts_commands(self) -> bool:
         """
@@ -422,7 +356,7 @@ class Server:
         """
         if self.environment is None:
             return succeed(False)
-        return self.environment.is_running()  # type: ignore[no-any-return]
+        return self.environment.is_running()
 
     def read_log(self, lines: int) -> Deferred[list[str]]:
         """
@@ -430,7 +364,7 @@ class Server:
         """
         if self.environment is None:
             return succeed([])
-        return self.environment.read_log(lines)  # type: ignore[no-any-return]
+        return self.environment.read_log(lines)
 
     def close_sockets(self, code: int, reason: str, user_uuid: str | None = None) -> None:
         """
@@ -475,45 +409,6 @@ class Server:
         }
 
 
-def _zero_snapshot() -> dict[str, Any]:
+def _zero_sample() -> dict[str, Any]:
     return {"memory_bytes": 0, "memory_limit_bytes": 0, "cpu_absolute": 0,
             "network": {"rx_bytes": 0, "tx_bytes": 0}, "uptime": 0}
-
-
-class ServerRegistry:
-    """
-    The servers loaded on this node, looked up by exact, case-sensitive UUID
-    (api.md §2.8).
-    """
-
-    def __init__(self) -> None:
-        self._servers: dict[str, Server] = {}
-
-    def get(self, uuid: str) -> Server | None:
-        """
-        The server with this UUID, if registered.
-        """
-        return self._servers.get(uuid)
-
-    def add(self, server: Server) -> None:
-        """
-        Register ``server``; a UUID may only be registered once.
-        """
-        if server.uuid in self._servers:
-            raise KeyError(server.uuid)
-        self._servers[server.uuid] = server
-
-    def remove(self, uuid: str) -> Server | None:
-        """
-        Unregister and return the server, if it was registered.
-        """
-        return self._servers.pop(uuid, None)
-
-    def __contains__(self, uuid: object) -> bool:
-        return uuid in self._servers
-
-    def __iter__(self) -> Iterator[Server]:
-        return iter(list(self._servers.values()))
-
-    def __len__(self) -> int:
-        return len(self._servers)

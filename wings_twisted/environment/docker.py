@@ -61,7 +61,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from . import __version__
+from .. import __version__
 
 log = Logger()
 

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 from twisted.logger import Logger
 
-from .environment import STATES
+from ..environment import STATES
 
 log = Logger()
 
