@@ -17,6 +17,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "wings_twisted",
+        "wings_twisted.config",
         "wings_twisted.web",
         "wings_twisted.devpanel",
         "wings_twisted.eggconfig",
