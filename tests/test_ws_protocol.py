@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import txaio
@@ -27,10 +26,9 @@ from zope.interface import implementer
 from wings_twisted.config import config_from_dict
 from wings_twisted.devpanel.tokens import mint_websocket
 from wings_twisted.web.errors import JsonResource
-from wings_twisted.web.site import ApiSite
+from wings_twisted.web.site import ApiBranch, ApiSite
 from wings_twisted.auth.denials import Denials
 from wings_twisted.websocket.protocol import ConsoleFactory, ConsoleProtocol, _Backpressure, origin_allowed
-from wings_twisted.websocket.resource import DeauthorizeUserResource, is_console_upgrade, ws_child
 
 from .support import exchange
 from .test_ws_session import (OTHER_SERVER, OTHER_USER, SERVER, START, TOKEN, USER, FakeActivity,
@@ -123,15 +121,8 @@ class Rig(SynchronousTestCase):
                             registry=Registry(self.server, self.other),
                             boot_time=START - 100)
         root = JsonResource()
-        api = JsonResource()
-        servers = JsonResource()
-        server = JsonResource()
-        root.putChild(b"api", api)
-        api.putChild(b"servers", servers)
-        api.putChild(b"deauthorize-user", DeauthorizeUserResource(self.node))
-        servers.putChild(SERVER.encode(), server)
         self.factory = ConsoleFactory(self.node)
-        server.putChild(b"ws", ws_child(self.node, self.server, self.factory))
+        root.putChild(b"api", ApiBranch(self.node, self.factory))
         self.site = ApiSite(root, self.node)
 
     def set_config(self, **changes: Any) -> None:
@@ -167,13 +158,18 @@ class Rig(SynchronousTestCase):
         client.sendMessage(json.dumps({"event": event, "args": list(args)}).encode())
         pump.flush()
 
-    def raw_upgrade(self, origin: str | None = PANEL, *, upgrade: bool = True) -> Any:
-        lines = ["GET " + WS_PATH + " HTTP/1.1", "Host: daemon.test"]
+    def raw_upgrade(self, origin: str | None = PANEL, *, upgrade: bool = True,
+                    server: str = SERVER) -> Any:
+        lines = ["GET " + WS_PATH.replace(SERVER, server) + " HTTP/1.1", "Host: daemon.test"]
         if upgrade:
             lines += ["Upgrade: websocket", "Connection: Upgrade",
                       "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
         if origin is not None:
             lines.append("Origin: " + origin)
+        return exchange(self.site, ("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def request(self, method: str, path: str) -> Any:
+        lines = [method + " " + path + " HTTP/1.1", "Host: daemon.test", "Content-Length: 0"]
         return exchange(self.site, ("\r\n".join(lines) + "\r\n\r\n").encode())
 
 
@@ -246,14 +242,18 @@ class HandshakeTests(Rig):
 
     def test_bearer_exemption(self) -> None:
         """
-        ``is_console_upgrade`` is true only for ``GET .../<uuid>/ws``.
+        Only ``GET .../<uuid>/ws`` goes without the node token: ``deny``,
+        another method on ``ws``, or anything below it is a 401 first, for
+        a known server and an unknown one alike; the upgrade of an unknown
+        server is a 404.
         """
-        def request(method: bytes, postpath: list[bytes]) -> Any:
-            return SimpleNamespace(method=method, postpath=postpath)
-        self.assertTrue(is_console_upgrade(b"servers", request(b"GET", [b"u", b"ws"])))
-        self.assertFalse(is_console_upgrade(b"servers", request(b"POST", [b"u", b"ws"])))
-        self.assertFalse(is_console_upgrade(b"servers", request(b"GET", [b"u", b"ws", b"deny"])))
-        self.assertFalse(is_console_upgrade(b"system", request(b"GET", [b"u", b"ws"])))
+        for server in (SERVER, "00000000-0000-0000-0000-000000000000"):
+            for method, path in (("POST", "/ws/deny"), ("POST", "/ws"), ("GET", "/ws/other"),
+                                 ("GET", "")):
+                response = self.request(method, "/api/servers/" + server + path)
+                self.assertEqual(response.status, 401, (server, method, path))
+        response = self.raw_upgrade(server="00000000-0000-0000-0000-000000000000")
+        self.assertEqual(response.status, 404)
 
 
 class SocketTests(Rig):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Coroutine, Mapping, cast
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import fs
@@ -281,7 +281,7 @@ class JsonResource(Resource):
     implicit HEAD-as-GET is not used: a route answers HEAD only if it says so.
     """
 
-    def getChild(self, path: bytes, request: Request) -> Resource:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
         No such child: JSON 404.
         """

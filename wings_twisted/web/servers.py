@@ -3,8 +3,13 @@
 §4.2).  Server lookup is exact and case-sensitive; an unknown UUID is the
 404 the panel relies on to treat deletions as done (§2.8).
 
-Per-server routes are children of ``ServerResource``: the process routes
-of ``server_routes``; files, backups and transfers come with later issues.
+The tree below ``/api/servers`` (``ServersBranch``): its own routes and
+every per-server route sit behind the node's ``BearerGuard``, and the
+server is looked up after that guard (``ServerLookup``); the console
+upgrade ``{uuid}/ws`` is the one child mounted outside it
+(``console.ConsoleBranch``).  Per-server routes are children of
+``ServerResource``: the process routes of ``server_routes``; files,
+backups and transfers come with later issues.
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource
 
 from ..panel import PanelError
 from ..servers import install, lifecycle
 from ..servers.build import build_server
 from ..servers.server import UUID_V4, Server, ServerConfigError
 from .body import read_object
-from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
 from ..websocket.protocol import ConsoleFactory
-from ..websocket.resource import ws_child
+from .console import ConsoleBranch
+from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
+from .guard import BearerGuard
+from .lookup import ServerLookup
 from .server_routes import ROUTES
 
 log = Logger()
@@ -29,9 +36,10 @@ log = Logger()
 INVALID_DATA = "The data provided in the request could not be validated."
 
 
-class ServersResource(JsonResource):
+class ServersBranch(JsonResource):
     """
-    ``GET``/``POST /api/servers`` and the lookup of ``/api/servers/{uuid}``.
+    ``/api/servers``: its own routes behind the guard, then one
+    ``ServerBranch`` per segment.
     """
 
     def __init__(self, node: Any, console: ConsoleFactory) -> None:
@@ -39,18 +47,64 @@ class ServersResource(JsonResource):
         self._node = node
         self._console = console
 
-    def getChild(self, path: bytes, request: Any) -> Resource:
+    def _token(self) -> str:
+        return str(self._node.config.token)
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
         """
-        The server named by the segment, or a JSON 404.
+        The branch of the server named by the segment (not looked up yet).
         """
-        try:
-            uuid = path.decode("ascii")
-        except UnicodeDecodeError:
-            return ErrorResource(NotFound())
-        server = self._node.registry.get(uuid)
-        if server is None:
-            return ErrorResource(NotFound())
-        return ServerResource(self._node, server, self._console)
+        return ServerBranch(self._node, path, self._console)
+
+    def render(self, request: Any) -> int | bytes:
+        """
+        ``GET``/``POST /api/servers`` behind the guard.
+        """
+        return BearerGuard(ServersResource(self._node), self._token).render(request)
+
+
+class ServerBranch(JsonResource):
+    """
+    ``/api/servers/{uuid}`` before the lookup: ``ws`` outside the guard,
+    everything else (the server's own routes included) behind it.
+    """
+
+    def __init__(self, node: Any, segment: bytes, console: ConsoleFactory) -> None:
+        super().__init__()
+        self._node = node
+        self._segment = segment
+        self._console = console
+
+    def _guarded(self) -> BearerGuard:
+        node = self._node
+        lookup = ServerLookup(node, self._segment, lambda server: ServerResource(node, server))
+        return BearerGuard(lookup, lambda: str(node.config.token))
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
+        """
+        ``ws`` (the console), else the server's routes behind the guard.
+        """
+        if path == b"ws":
+            return ConsoleBranch(self._node, self._segment, self._console)
+        return self._guarded().getChildWithDefault(path, request)
+
+    def render(self, request: Any) -> int | bytes:
+        """
+        ``GET``/``DELETE /api/servers/{uuid}`` behind the guard.
+        """
+        return self._guarded().render(request)
+
+
+class ServersResource(JsonResource):
+    """
+    ``GET``/``POST /api/servers``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self._node = node
 
     def render_GET(self, request: Any) -> Any:
         """
@@ -92,21 +146,18 @@ class ServersResource(JsonResource):
 
 class ServerResource(JsonResource):
     """
-    ``/api/servers/{uuid}``.
+    ``/api/servers/{uuid}`` of a known server.
     """
 
-    def __init__(self, node: Any, server: Server, console: ConsoleFactory) -> None:
+    def __init__(self, node: Any, server: Server) -> None:
         super().__init__()
         self._node = node
         self._server = server
-        self._console = console
 
-    def getChild(self, path: bytes, request: Any) -> Resource:
+    def getChild(self, path: bytes, request: Any) -> IResource:
         """
         The server's routes.
         """
-        if path == b"ws":
-            return ws_child(self._node, self._server, self._console)
         route = ROUTES.get(path)
         if route is None:
             return ErrorResource(NotFound())

@@ -4,17 +4,22 @@ serves it.
 
 ::
 
-    /api                      bearer auth for everything below (api.md §2.5)
+    /api                      behind the node's BearerGuard unless said otherwise
       /system                 GET
       /update                 POST
+      /deauthorize-user       POST
       /servers                GET, POST
-        /{uuid}               GET, DELETE
+        /{uuid}               GET, DELETE, and the per-server routes
+          /ws                 GET upgrade: no bearer (the token travels in the socket)
+            /deny             POST
     /download/file            GET, HEAD (signed URL)
     /download/backup          GET, HEAD (signed URL)
     /upload/file              POST (signed URL, streamed body)
 
-Anything else is a JSON 404; ``OPTIONS`` anywhere is the CORS preflight
-(``ApiRequest.process``).
+Anything else is a JSON 404 (below ``/api``, after the bearer check);
+``OPTIONS`` anywhere is the CORS preflight (``ApiRequest.process``).  Auth is
+declared where each subtree is mounted (``guard.BearerGuard``), never
+decided by looking at the path.
 
 Requests are logged only in debug mode (``debug: true`` or ``--debug``),
 as upstream logs them at debug level only; the access log never shows a
@@ -27,16 +32,16 @@ import re
 from typing import Any
 
 from twisted.web.http import combinedLogFormatter
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
-from ..auth import MissingBearer, WrongBearer, check_bearer
 from ..websocket.protocol import ConsoleFactory
-from ..websocket.resource import DeauthorizeUserResource, is_console_upgrade
+from .console import DeauthorizeUserResource
 from .downloads import download_tree
-from .errors import ErrorResource, Forbidden, JsonResource, Unauthorized
+from .errors import ErrorResource, JsonResource, NotFound
+from .guard import BearerGuard
 from .request import ApiRequest, SinkFactory
-from .servers import ServersResource
+from .servers import ServersBranch
 from .system import SystemResource, UpdateResource
 from .uploads import upload_sink_factory, upload_tree
 
@@ -50,42 +55,35 @@ def redacting_log_formatter(timestamp: str, request: Any) -> str:
     return _TOKEN.sub(r"\1***", combinedLogFormatter(timestamp, request))
 
 
-class ApiResource(JsonResource):
+class ApiBranch(JsonResource):
     """
-    ``/api``: checks the node token before any child is looked up, so a bad
-    token is 401/403 even for unknown servers and paths (§2.2).
+    ``/api``: every child behind the node's bearer token except where a
+    branch says otherwise (``servers`` mounts the console upgrade outside
+    it); unknown paths are a 404 after the check (§2.2).
     """
 
     def __init__(self, node: Any, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
-        self.putChild(b"system", SystemResource(node))
-        self.putChild(b"update", UpdateResource(node))
-        self.putChild(b"servers", ServersResource(node, console))
-        self.putChild(b"deauthorize-user", DeauthorizeUserResource(node))
+        self.putChild(b"system", self._guard(SystemResource(node)))
+        self.putChild(b"update", self._guard(UpdateResource(node)))
+        self.putChild(b"servers", ServersBranch(node, console))
+        self.putChild(b"deauthorize-user", self._guard(DeauthorizeUserResource(node)))
 
-    def getChildWithDefault(self, path: bytes, request: Any) -> Resource:
+    def _guard(self, resource: IResource) -> BearerGuard:
+        return BearerGuard(resource, lambda: str(self._node.config.token))
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
         """
-        Authenticate, then traverse.  The console upgrade is the one route
-        below ``/api`` without the node token: it authenticates inside the
-        socket (websocket.md §1.1).
+        No such route: 401/403 without the token, else 404.
         """
-        if is_console_upgrade(path, request):
-            return super().getChildWithDefault(path, request)
-        header = request.requestHeaders.getRawHeaders(b"Authorization")
-        try:
-            check_bearer(header[0] if header else None, self._node.config.token)
-        except MissingBearer:
-            return ErrorResource(Unauthorized())
-        except WrongBearer:
-            return ErrorResource(Forbidden())
-        return super().getChildWithDefault(path, request)
+        return self._guard(ErrorResource(NotFound()))
 
     def render(self, request: Any) -> Any:
         """
         ``/api`` itself: authenticate, then 404.
         """
-        return self.getChildWithDefault(b"", request).render(request)
+        return self.getChild(b"", request).render(request)
 
 
 class ApiSite(Site):
@@ -96,9 +94,10 @@ class ApiSite(Site):
     requestFactory = ApiRequest
 
     def __init__(self, resource: Resource, node: Any, *, access_log: bool = False,
-                 **kwargs: Any) -> None:
+                 reactor: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("logFormatter", redacting_log_formatter)
-        super().__init__(resource, **kwargs)
+        super().__init__(resource, reactor=reactor if reactor is not None else node.clock,
+                         **kwargs)
         self.node = node
         self.access_log = access_log
         self.body_sinks: dict[tuple[bytes, bytes], SinkFactory] = {
@@ -119,7 +118,7 @@ def build_root(node: Any) -> Resource:
     of the node is built by.
     """
     root = JsonResource()
-    root.putChild(b"api", ApiResource(node, ConsoleFactory(node)))
+    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node)))
     root.putChild(b"download", download_tree(node))
     root.putChild(b"upload", upload_tree(node))
     return root
@@ -130,5 +129,4 @@ def build_site(node: Any, *, access_log: bool = False, reactor: Any = None) -> A
     The site serving ``node``; its connection timers run on ``reactor``
     (the node's clock when not given).
     """
-    return ApiSite(build_root(node), node, access_log=access_log,
-                   reactor=reactor if reactor is not None else node.clock)
+    return ApiSite(build_root(node), node, access_log=access_log, reactor=reactor)

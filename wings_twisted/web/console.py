@@ -13,10 +13,11 @@ The HTTP side of the console websocket and of token revocation:
   per listed server that exists (every server when the list is empty or
   missing), and that user's sockets on those servers are closed.
 
-The bearer check of ``/api`` happens in ``ApiResource`` for everything but
-the upgrade route, which it must skip using ``is_console_upgrade`` (see
-there).  ``WsDenyResource`` checks the bearer again, so even a broader
-exemption cannot open it.
+The upgrade is mounted outside any ``BearerGuard`` (its token travels
+inside the socket); ``deny`` and ``deauthorize-user`` are mounted behind one
+(``web.site.build_root``), and the server is looked up only after that
+guard, so a bad token is a 401/403 before an unknown server's 404 (api.md
+§2.2).  The websocket itself (``websocket/``) knows nothing of HTTP routes.
 
 Decisions:
 
@@ -35,28 +36,18 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource
 
-from ..auth import MissingBearer, WrongBearer, check_bearer
-from ..web.body import read_object
-from ..web.errors import (GENERIC_MESSAGE, BadRequest, ErrorResource, Forbidden, JsonResource,
-                          NotFound, Unauthorized, error_body, render_async)
-from .protocol import ConsoleFactory
+from ..websocket.protocol import ConsoleFactory
+from .body import read_object
+from .errors import GENERIC_MESSAGE, BadRequest, ErrorResource, JsonResource, NotFound, \
+    error_body, render_async
+from .guard import BearerGuard
+from .lookup import ServerLookup
 
 TOO_MANY = "Too many open websocket connections."
 NOT_UPGRADE = "Bad Request"
 DEAUTHORIZED = (4409, "user deauthorized")
-
-
-def is_console_upgrade(path: bytes, request: Any) -> bool:
-    """
-    Whether ``ApiResource`` must let this request through without a bearer
-    token: called with the segment below ``/api`` being traversed, it is
-    true only for ``GET /api/servers/<uuid>/ws``.
-    """
-    postpath = request.postpath
-    return (path == b"servers" and request.method == b"GET"
-            and len(postpath) == 2 and postpath[1] == b"ws")
 
 
 def _header_tokens(request: Any, name: bytes) -> set[bytes]:
@@ -71,24 +62,57 @@ def _client_ip(request: Any) -> str:
     return str(getattr(request.getClientAddress(), "host", "") or "")
 
 
+class ConsoleBranch(JsonResource):
+    """
+    ``/api/servers/{uuid}/ws`` before the server is looked up: the upgrade
+    itself (no bearer) and ``deny`` (bearer first, then the lookup).
+    """
+
+    def __init__(self, node: Any, segment: bytes, factory: ConsoleFactory) -> None:
+        super().__init__()
+        self._node = node
+        self._segment = segment
+        self._factory = factory
+
+    def _token(self) -> str:
+        return str(self._node.config.token)
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
+        """
+        ``deny`` behind the bearer guard; anything else a 404 behind it too.
+        """
+        node = self._node
+        if path == b"deny":
+            return BearerGuard(ServerLookup(node, self._segment,
+                                            lambda server: WsDenyResource(node, server)),
+                               self._token)
+        return BearerGuard(ErrorResource(NotFound()), self._token)
+
+    def render(self, request: Any) -> int | bytes:
+        """
+        The upgrade of the server named by the segment (404 if unknown).
+        """
+        node, factory = self._node, self._factory
+        lookup = ServerLookup(node, self._segment,
+                              lambda server: ConsoleResource(node, server, factory))
+        if request.method != b"GET":
+            # Only the upgrade is exempt from the node token.
+            return BearerGuard(lookup, self._token).render(request)
+        return lookup.render(request)
+
+
 class ConsoleResource(JsonResource):
     """
-    ``/api/servers/{uuid}/ws`` and its ``deny`` child.
+    ``GET /api/servers/{uuid}/ws`` for a known server.
     """
+
+    isLeaf = True
 
     def __init__(self, node: Any, server: Any, factory: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._server = server
         self._factory = factory
-
-    def getChild(self, path: bytes, request: Any) -> Resource:
-        """
-        ``deny``, else a JSON 404.
-        """
-        if path == b"deny":
-            return WsDenyResource(self._node, self._server)
-        return ErrorResource(NotFound())
 
     def render_GET(self, request: Any) -> Any:
         """
@@ -102,16 +126,6 @@ class ConsoleResource(JsonResource):
                 or b"upgrade" not in _header_tokens(request, b"Connection")):
             return error_body(request, BadRequest(NOT_UPGRADE))
         return WebSocketResource(self._factory.bind(server, _client_ip(request))).render(request)
-
-
-def _check_bearer(request: Any, token: str) -> None:
-    header = request.requestHeaders.getRawHeaders(b"Authorization")
-    try:
-        check_bearer(header[0] if header else None, token)
-    except MissingBearer:
-        raise Unauthorized()
-    except WrongBearer:
-        raise Forbidden()
 
 
 def _strings(value: Any) -> list[str]:
@@ -143,7 +157,6 @@ class WsDenyResource(JsonResource):
 
     def _deny(self, request: Any) -> None:
         node = self._node
-        _check_bearer(request, node.config.token)
         jtis = _strings(read_object(request).get("jtis"))
         node.denials.deny_jtis(jtis, node.clock.seconds())
         request.setResponseCode(204)
@@ -171,7 +184,6 @@ class DeauthorizeUserResource(JsonResource):
 
     def _deauthorize(self, request: Any) -> None:
         node = self._node
-        _check_bearer(request, node.config.token)
         body = read_object(request)
         user = body.get("user")
         if not isinstance(user, str) or not user:
@@ -189,12 +201,3 @@ class DeauthorizeUserResource(JsonResource):
         if self._on_deauthorize is not None:
             self._on_deauthorize(user, servers)
         request.setResponseCode(204)
-
-
-def ws_child(node: Any, server: Any, factory: ConsoleFactory) -> Resource:
-    """
-    The ``ws`` child of ``/api/servers/{uuid}``: ``GET`` upgrades (through
-    the node's one ``factory``, made by ``build_root``), ``deny`` revokes
-    tokens.
-    """
-    return ConsoleResource(node, server, factory)
