@@ -37,11 +37,14 @@ from typing import Any, Callable, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import IResource
+from twisted.web.server import Request
 
 from ..websocket.protocol import ConsoleFactory
 from .body import read_object
-from .errors import GENERIC_MESSAGE, BadRequest, ErrorResource, JsonResource, NotFound, \
-    error_body, render_async
+from ..node import Node
+from ..servers.server import Server
+from .errors import GENERIC_MESSAGE, BadRequest, ErrorResource, JsonResource, NotFound, error_body
+from .request import ApiRequest
 from .guard import BearerGuard
 from .lookup import ServerLookup
 
@@ -50,16 +53,9 @@ NOT_UPGRADE = "Bad Request"
 DEAUTHORIZED = (4409, "user deauthorized")
 
 
-def _header_tokens(request: Any, name: bytes) -> set[bytes]:
+def _header_tokens(request: Request, name: bytes) -> set[bytes]:
     values = request.requestHeaders.getRawHeaders(name) or []
     return {token.strip().lower() for value in values for token in value.split(b",")}
-
-
-def _client_ip(request: Any) -> str:
-    finder = getattr(request, "client_ip", None)
-    if callable(finder):
-        return str(finder())
-    return str(getattr(request.getClientAddress(), "host", "") or "")
 
 
 class ConsoleBranch(JsonResource):
@@ -68,7 +64,7 @@ class ConsoleBranch(JsonResource):
     itself (no bearer) and ``deny`` (bearer first, then the lookup).
     """
 
-    def __init__(self, node: Any, segment: bytes, factory: ConsoleFactory) -> None:
+    def __init__(self, node: Node, segment: bytes, factory: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._segment = segment
@@ -77,7 +73,7 @@ class ConsoleBranch(JsonResource):
     def _token(self) -> str:
         return str(self._node.config.token)
 
-    def getChild(self, path: bytes, request: Any) -> IResource:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
         ``deny`` behind the bearer guard; anything else a 404 behind it too.
         """
@@ -88,7 +84,7 @@ class ConsoleBranch(JsonResource):
                                self._token)
         return BearerGuard(ErrorResource(NotFound()), self._token)
 
-    def render(self, request: Any) -> int | bytes:
+    def render(self, request: Request) -> int | bytes:
         """
         The upgrade of the server named by the segment (404 if unknown).
         """
@@ -108,13 +104,13 @@ class ConsoleResource(JsonResource):
 
     isLeaf = True
 
-    def __init__(self, node: Any, server: Any, factory: ConsoleFactory) -> None:
+    def __init__(self, node: Node, server: Server, factory: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._server = server
         self._factory = factory
 
-    def render_GET(self, request: Any) -> Any:
+    def render_GET(self, request: ApiRequest) -> int | bytes:
         """
         Cap and upgrade checks, then hand the connection to Autobahn.
         """
@@ -125,7 +121,9 @@ class ConsoleResource(JsonResource):
         if (b"websocket" not in _header_tokens(request, b"Upgrade")
                 or b"upgrade" not in _header_tokens(request, b"Connection")):
             return error_body(request, BadRequest(NOT_UPGRADE))
-        return WebSocketResource(self._factory.bind(server, _client_ip(request))).render(request)
+        result: int | bytes = WebSocketResource(
+            self._factory.bind(server, request.client_ip())).render(request)
+        return result
 
 
 def _strings(value: Any) -> list[str]:
@@ -144,18 +142,15 @@ class WsDenyResource(JsonResource):
     ``POST /api/servers/{uuid}/ws/deny``.
     """
 
-    def __init__(self, node: Any, server: Any) -> None:
+    def __init__(self, node: Node, server: Server) -> None:
         super().__init__()
         self._node = node
         self._server = server
 
-    def render_POST(self, request: Any) -> Any:
+    def render_POST(self, request: ApiRequest) -> None:
         """
         Record the ``jtis``; 204.
         """
-        return render_async(request, lambda: self._deny(request))
-
-    def _deny(self, request: Any) -> None:
         node = self._node
         jtis = _strings(read_object(request).get("jtis"))
         node.denials.deny_jtis(jtis, node.clock.seconds())
@@ -170,19 +165,16 @@ class DeauthorizeUserResource(JsonResource):
         servers after the sockets were closed (SFTP sessions).
     """
 
-    def __init__(self, node: Any, *,
-                 on_deauthorize: Callable[[str, Sequence[Any]], None] | None = None) -> None:
+    def __init__(self, node: Node, *,
+                 on_deauthorize: Callable[[str, Sequence[Server]], None] | None = None) -> None:
         super().__init__()
         self._node = node
         self._on_deauthorize = on_deauthorize
 
-    def render_POST(self, request: Any) -> Any:
+    def render_POST(self, request: ApiRequest) -> None:
         """
         Deny, close, 204.
         """
-        return render_async(request, lambda: self._deauthorize(request))
-
-    def _deauthorize(self, request: Any) -> None:
         node = self._node
         body = read_object(request)
         user = body.get("user")

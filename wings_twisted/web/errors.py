@@ -279,6 +279,12 @@ class JsonResource(Resource):
     Base of every API resource: unknown children are a JSON 404 and methods
     without a ``render_<METHOD>`` a JSON 405 (api.md §2.7.3).  Twisted's
     implicit HEAD-as-GET is not used: a route answers HEAD only if it says so.
+
+    Every ``render_<METHOD>`` goes through ``render_async``: a handler is a
+    plain function or ``async def`` that returns a value (``None`` → 204 or
+    an empty body, ``bytes``, or anything JSON-encodable), sets the status
+    first if it is not 200, and raises ``ApiError`` (or a domain error that
+    ``to_api_error`` maps) to fail.  A client that goes away cancels it.
     """
 
     def getChild(self, path: bytes, request: Request) -> IResource:
@@ -297,7 +303,8 @@ class JsonResource(Resource):
             if not allowed:
                 return error_body(request, NotFound())
             return error_body(request, MethodNotAllowed(sorted(allowed)))
-        return getattr(self, "render_" + method)(request)
+        handler = getattr(self, "render_" + method)
+        return render_async(request, lambda: handler(request))
 
     def allowed_methods(self) -> set[bytes]:
         """

@@ -71,6 +71,15 @@ def pending_request_line(request: Request) -> tuple[bytes, bytes] | None:
     return command, path
 
 
+def query_arg(request: Request, name: bytes) -> bytes | None:
+    """
+    The first value of query argument ``name``, if any.
+    """
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name)
+    return values[0] if values else None
+
+
 def strip_slash(value: str) -> str:
     """
     A configured origin with one trailing ``/`` removed (api.md §2.4, project).

@@ -16,8 +16,10 @@ from ..environment import EnvironmentError as EnvError
 from ..servers import install, lifecycle
 from ..servers.power import ACTIONS, PowerError
 from ..servers.server import Server
+from ..node import Node
 from .body import read_object
-from .errors import ApiError, BadRequest, Conflict, JsonResource, NotFound, render_async
+from .errors import ApiError, BadRequest, Conflict, JsonResource, NotFound
+from .request import ApiRequest, query_arg
 
 log = Logger()
 
@@ -31,7 +33,11 @@ INSTALL_LOG_FAILED = "failed to read the log for the installation process."
 
 
 class _ServerRoute(JsonResource):
-    def __init__(self, node: Any, server: Server) -> None:
+    """
+    A route of one server.
+    """
+
+    def __init__(self, node: Node, server: Server) -> None:
         super().__init__()
         self._node = node
         self._server = server
@@ -55,13 +61,10 @@ class PowerResource(_ServerRoute):
     background (failures only logged).
     """
 
-    def render_POST(self, request: Any) -> Any:
+    def render_POST(self, request: ApiRequest) -> None:
         """
         Validate and start the action.
         """
-        return render_async(request, lambda: self._power(request))
-
-    def _power(self, request: Any) -> None:
         body = read_object(request)
         action = body.get("action")
         if action not in ACTIONS:
@@ -86,13 +89,10 @@ class CommandsResource(_ServerRoute):
     ``POST /api/servers/{uuid}/commands`` (api.md §4.5).
     """
 
-    def render_POST(self, request: Any) -> Any:
+    async def render_POST(self, request: ApiRequest) -> None:
         """
         502 when not running (checked before the body), else each command.
         """
-        return render_async(request, lambda: self._commands(request))
-
-    async def _commands(self, request: Any) -> None:
         server = self._server
         if not await server.is_running():
             raise ApiError(NOT_RUNNING, status=502)
@@ -108,11 +108,11 @@ class CommandsResource(_ServerRoute):
         request.setResponseCode(204)
 
 
-def log_size(request: Any) -> int:
+def log_size(request: ApiRequest) -> int:
     """
     ``?size=`` (api.md §4.3): default 100, non-numeric or ≤ 0 → 100, at most 100.
     """
-    raw = (request.args.get(b"size") or [b""])[0]
+    raw = query_arg(request, b"size") or b""
     try:
         size = int(raw)
     except ValueError:
@@ -125,13 +125,10 @@ class LogsResource(_ServerRoute):
     ``GET /api/servers/{uuid}/logs?size=N`` (api.md §4.3).
     """
 
-    def render_GET(self, request: Any) -> Any:
+    async def render_GET(self, request: ApiRequest) -> dict[str, list[str]]:
         """
         The last lines of process output, oldest first.
         """
-        return render_async(request, lambda: self._logs(request))
-
-    async def _logs(self, request: Any) -> dict[str, Any]:
         return {"data": list(await self._server.read_log(log_size(request)))}
 
 
@@ -140,7 +137,7 @@ class InstallResource(_ServerRoute):
     ``POST /api/servers/{uuid}/install`` (api.md §4.6).
     """
 
-    def render_POST(self, request: Any) -> Any:
+    def render_POST(self, request: ApiRequest) -> bytes:
         """
         202; sync and install in the background (a second one is ignored).
         """
@@ -155,13 +152,10 @@ class ReinstallResource(_ServerRoute):
     ``POST /api/servers/{uuid}/reinstall`` (api.md §4.7).
     """
 
-    def render_POST(self, request: Any) -> Any:
+    def render_POST(self, request: ApiRequest) -> None:
         """
         409 while a power action holds the lock, else 202 and reinstall.
         """
-        return render_async(request, lambda: self._reinstall(request))
-
-    def _reinstall(self, request: Any) -> None:
         server = self._server
         if server.power_lock.held:
             raise Conflict(REINSTALL_BUSY)
@@ -175,13 +169,10 @@ class SyncResource(_ServerRoute):
     configuration is in place, 500 when it cannot be fetched or applied.
     """
 
-    def render_POST(self, request: Any) -> Any:
+    async def render_POST(self, request: ApiRequest) -> None:
         """
         Fetch and apply the panel's configuration.
         """
-        return render_async(request, lambda: self._sync(request))
-
-    async def _sync(self, request: Any) -> None:
         try:
             await lifecycle.sync(self._server)
         except lifecycle.SyncError as e:
@@ -195,13 +186,10 @@ class InstallLogsResource(_ServerRoute):
     ``GET /api/servers/{uuid}/install-logs`` (api.md §8.1).
     """
 
-    def render_GET(self, request: Any) -> Any:
+    async def render_GET(self, request: ApiRequest) -> dict[str, str]:
         """
         The script output of the last install run.
         """
-        return render_async(request, self._read)
-
-    async def _read(self) -> dict[str, str]:
         node = self._node
         path = install.install_log_path(node.config, self._server.uuid)
         try:

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource
+from twisted.web.server import Request
 
 from ..panel import PanelError
 from ..servers import install, lifecycle
@@ -26,7 +27,9 @@ from ..servers.server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from ..websocket.protocol import ConsoleFactory
 from .console import ConsoleBranch
-from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound, render_async
+from ..node import Node
+from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound
+from .request import ApiRequest
 from .guard import BearerGuard
 from .lookup import ServerLookup
 from .server_routes import ROUTES
@@ -42,7 +45,7 @@ class ServersBranch(JsonResource):
     ``ServerBranch`` per segment.
     """
 
-    def __init__(self, node: Any, console: ConsoleFactory) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._console = console
@@ -50,13 +53,13 @@ class ServersBranch(JsonResource):
     def _token(self) -> str:
         return str(self._node.config.token)
 
-    def getChild(self, path: bytes, request: Any) -> IResource:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
         The branch of the server named by the segment (not looked up yet).
         """
         return ServerBranch(self._node, path, self._console)
 
-    def render(self, request: Any) -> int | bytes:
+    def render(self, request: Request) -> int | bytes:
         """
         ``GET``/``POST /api/servers`` behind the guard.
         """
@@ -69,7 +72,7 @@ class ServerBranch(JsonResource):
     everything else (the server's own routes included) behind it.
     """
 
-    def __init__(self, node: Any, segment: bytes, console: ConsoleFactory) -> None:
+    def __init__(self, node: Node, segment: bytes, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self._segment = segment
@@ -80,7 +83,7 @@ class ServerBranch(JsonResource):
         lookup = ServerLookup(node, self._segment, lambda server: ServerResource(node, server))
         return BearerGuard(lookup, lambda: str(node.config.token))
 
-    def getChild(self, path: bytes, request: Any) -> IResource:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
         ``ws`` (the console), else the server's routes behind the guard.
         """
@@ -88,7 +91,7 @@ class ServerBranch(JsonResource):
             return ConsoleBranch(self._node, self._segment, self._console)
         return self._guarded().getChildWithDefault(path, request)
 
-    def render(self, request: Any) -> int | bytes:
+    def render(self, request: Request) -> int | bytes:
         """
         ``GET``/``DELETE /api/servers/{uuid}`` behind the guard.
         """
@@ -102,30 +105,28 @@ class ServersResource(JsonResource):
 
     isLeaf = True
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
         self._node = node
 
-    def render_GET(self, request: Any) -> Any:
+    async def render_GET(self, request: ApiRequest) -> list[dict[str, Any]]:
         """
         Every server's details (§3.3).
         """
         node = self._node
-        return render_async(request, lambda: node.run_blocking(
-            lambda servers: [s.details() for s in servers], list(node.registry)))
+        return await node.run_blocking(lambda servers: [s.details() for s in servers],
+                                       list(node.registry))
 
-    def render_POST(self, request: Any) -> Any:
+    async def render_POST(self, request: ApiRequest) -> None:
         """
         Register a server the panel just created (§3.4): 202.
         """
-        return render_async(request, lambda: self._create(request))
-
-    async def _create(self, request: Any) -> None:
         node = self._node
         body = read_object(request)
         uuid = body.get("uuid")
         start = body.get("start_on_completion", False)
-        if not isinstance(uuid, str) or not UUID_V4.match(uuid) or not isinstance(start, (bool, type(None))):
+        if (not isinstance(uuid, str) or not UUID_V4.match(uuid)
+                or not isinstance(start, (bool, type(None)))):
             raise ApiError(INVALID_DATA, status=422)
         if uuid in node.registry:
             raise Conflict("A server with that UUID already exists on this instance.")
@@ -141,7 +142,6 @@ class ServersResource(JsonResource):
         node.registry.add(server)
         server.track(install.install, server, start_after=bool(start))
         request.setResponseCode(202)
-        return None
 
 
 class ServerResource(JsonResource):
@@ -149,12 +149,12 @@ class ServerResource(JsonResource):
     ``/api/servers/{uuid}`` of a known server.
     """
 
-    def __init__(self, node: Any, server: Server) -> None:
+    def __init__(self, node: Node, server: Server) -> None:
         super().__init__()
         self._node = node
         self._server = server
 
-    def getChild(self, path: bytes, request: Any) -> IResource:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
         The server's routes.
         """
@@ -163,19 +163,16 @@ class ServerResource(JsonResource):
             return ErrorResource(NotFound())
         return route(self._node, self._server)
 
-    def render_GET(self, request: Any) -> Any:
+    async def render_GET(self, request: ApiRequest) -> dict[str, Any]:
         """
         State, utilization and configuration (§4.1).
         """
-        return render_async(request, lambda: self._node.run_blocking(self._server.details))
+        return await self._node.run_blocking(self._server.details)
 
-    def render_DELETE(self, request: Any) -> Any:
+    async def render_DELETE(self, request: ApiRequest) -> None:
         """
         Unregister the server and remove its volume in the background (§4.2).
         """
-        return render_async(request, lambda: self._delete(request))
-
-    async def _delete(self, request: Any) -> None:
         node, server = self._node, self._server
         await lifecycle.delete(server)
         node.registry.remove(server.uuid)
@@ -183,4 +180,3 @@ class ServerResource(JsonResource):
         d.addErrback(lambda f: log.failure("Removing the volume of {uuid} failed", f,
                                            uuid=server.uuid))
         request.setResponseCode(204)
-        return None

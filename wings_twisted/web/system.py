@@ -26,7 +26,9 @@ from .. import __version__
 from ..config import UpdateError, apply_panel_update, write_config
 from ..environment.docker import DockerError
 from .body import read_json
-from .errors import ApiError, BadRequest, JsonResource, render_async
+from ..node import Node
+from .errors import ApiError, BadRequest, JsonResource
+from .request import ApiRequest, query_arg
 
 log = Logger()
 
@@ -88,19 +90,18 @@ class SystemResource(JsonResource):
 
     isLeaf = True
 
-    def __init__(self, node: Any, *, os_release: str = "/etc/os-release") -> None:
+    def __init__(self, node: Node, *, os_release: str = "/etc/os-release") -> None:
         super().__init__()
         self._node = node
         self._os_release = os_release
 
-    def render_GET(self, request: Any) -> Any:
+    async def render_GET(self, request: ApiRequest) -> dict[str, Any]:
         """
         Format 1, or format 2 with ``?v=2``.
         """
-        v = request.args.get(b"v", [b""])[0]
-        if v != b"2":
-            return render_async(request, system_v1)
-        return render_async(request, lambda: self._v2())
+        if query_arg(request, b"v") != b"2":
+            return system_v1()
+        return await self._v2()
 
     async def _v2(self) -> dict[str, Any]:
         node = self._node
@@ -151,17 +152,14 @@ class UpdateResource(JsonResource):
 
     isLeaf = True
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
         self._node = node
 
-    def render_POST(self, request: Any) -> Any:
+    async def render_POST(self, request: ApiRequest) -> dict[str, bool]:
         """
         200 ``{"applied": true|false}``.
         """
-        return render_async(request, lambda: self._apply(request))
-
-    async def _apply(self, request: Any) -> dict[str, bool]:
         node = self._node
         if node.config.ignore_panel_config_updates:
             return {"applied": False}
