@@ -40,7 +40,7 @@ from autobahn.twisted.websocket import (WebSocketClientFactory,  # noqa: E402
                                         WebSocketClientProtocol, connectWS)
 from twisted.internet import defer, reactor, task  # noqa: E402
 
-GAME = "{} -m wings_twisted.examplegame".format(sys.executable)
+GAME = "{} -m wings_twisted.devpanel.examplegame".format(sys.executable)
 PACE = re.compile(rb'"pace \d{8} (\d+\.\d{6}) ')
 FLOOD = re.compile(rb'"flood \d{8} ')
 LATENCY_TARGET = 0.050

@@ -28,7 +28,7 @@ from .test_integration import DaemonTestCase
 from .wsclient import WsClient
 
 HELPER = "6d7e8f90-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
-GAME = "{} -m wings_twisted.examplegame --players {{{{MAX_PLAYERS}}}}".format(sys.executable)
+GAME = "{} -m wings_twisted.devpanel.examplegame --players {{{{MAX_PLAYERS}}}}".format(sys.executable)
 
 
 def status_args(events: list[dict[str, Any]]) -> list[str]:
@@ -93,7 +93,7 @@ class ConsoleTestCase(DaemonTestCase):
     def game_process(self) -> psutil.Process:
         daemon = psutil.Process(self.process.pid)
         for child in daemon.children(recursive=True):
-            if "wings_twisted.examplegame" in " ".join(child.cmdline()):
+            if "wings_twisted.devpanel.examplegame" in " ".join(child.cmdline()):
                 return child
         raise AssertionError("the example game is not running")
 

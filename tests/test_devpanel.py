@@ -1,6 +1,6 @@
 """
 Tests for ``wings_twisted.devpanel`` (the development Panel) and
-``wings_twisted.examplegame``.
+``wings_twisted.devpanel.examplegame``.
 
 The resource is driven in memory through ``treq.testing.StubTreq`` with a
 ``Clock``; the command line and the example game run as bounded
@@ -217,7 +217,7 @@ class StateTests(SynchronousTestCase):
         self.assertEqual(len(state.node.token), 64)
         server = state.servers[SERVER]
         self.assertEqual(server.settings["meta"]["name"], "Example game")
-        self.assertIn("wings_twisted.examplegame", server.settings["invocation"])
+        self.assertIn("wings_twisted.devpanel.examplegame", server.settings["invocation"])
         self.assertIn("{{MAX_PLAYERS}}", server.settings["invocation"])
         self.assertIn("MAX_PLAYERS", server.settings["environment"])
         self.assertEqual(server.process_configuration["startup"]["done"], ["Server is ready"])
@@ -1125,7 +1125,7 @@ def _read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 2
 
 class ExampleGameTests(SynchronousTestCase):
     """
-    ``python3 -m wings_twisted.examplegame`` as a subprocess.
+    ``python3 -m wings_twisted.devpanel.examplegame`` as a subprocess.
     """
 
     def test_session(self) -> None:
@@ -1133,7 +1133,7 @@ class ExampleGameTests(SynchronousTestCase):
         Boot lines end with the done-string; commands are echoed and
         answered; ``stop`` exits 0.
         """
-        result = _run(["wings_twisted.examplegame", "--players", "7"], input="list\nsay hello there\nstop\nlist\n")
+        result = _run(["wings_twisted.devpanel.examplegame", "--players", "7"], input="list\nsay hello there\nstop\nlist\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = result.stdout.splitlines()
         ready = lines.index("Server is ready")
@@ -1154,7 +1154,7 @@ class ExampleGameTests(SynchronousTestCase):
         """
         ``crash`` exits 1; ``--done`` changes the ready line.
         """
-        result = _run(["wings_twisted.examplegame", "--done", "Done (1s)!"], input="crash\n")
+        result = _run(["wings_twisted.devpanel.examplegame", "--done", "Done (1s)!"], input="crash\n")
         self.assertEqual(result.returncode, 1)
         self.assertIn("Done (1s)!", result.stdout.splitlines())
         self.assertIn("crash", result.stderr.lower())
@@ -1163,7 +1163,7 @@ class ExampleGameTests(SynchronousTestCase):
         """
         Closing stdin shuts the game down with status 0.
         """
-        result = _run(["wings_twisted.examplegame"], input="")
+        result = _run(["wings_twisted.devpanel.examplegame"], input="")
         self.assertEqual(result.returncode, 0)
         self.assertIn("Console input closed", result.stdout)
 
@@ -1172,7 +1172,7 @@ class ExampleGameTests(SynchronousTestCase):
         SIGTERM after boot prints a shutdown line and exits 0.
         """
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wings_twisted.examplegame"],
+            [sys.executable, "-m", "wings_twisted.devpanel.examplegame"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

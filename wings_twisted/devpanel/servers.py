@@ -5,7 +5,7 @@ with the defaults of panel.md §9.2.
 ``build_server(uuid, **overrides)`` returns the configuration of panel.md §3.3
 (``skip_egg_scripts: true``, stop command ``stop``, done-string ``Server is
 ready``, image ``~test/image``, allocation ``127.0.0.1:25565``, unlimited
-limits, an invocation that runs ``wings_twisted.examplegame``), changed only
+limits, an invocation that runs ``wings_twisted.devpanel.examplegame``), changed only
 where the overrides say so.
 """
 
@@ -15,7 +15,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-DEFAULT_INVOCATION = "python3 -m wings_twisted.examplegame"
+DEFAULT_INVOCATION = "python3 -m wings_twisted.devpanel.examplegame"
 DEFAULT_DONE = "Server is ready"
 DEFAULT_IMAGE = "~test/image"
 DEFAULT_EGG_ID = "5f2f3d8e-0a51-4c3b-9c4e-2f8a6b1d7e90"
@@ -111,7 +111,7 @@ def build_server(uuid: str, **overrides: Any) -> ServerFixture:
     A server with the §9.2 defaults (the JSON of panel.md §3.3 with
     ``skip_egg_scripts: true``, stop command ``stop``, done-string ``Server is
     ready``, image ``~test/image``, allocation ``127.0.0.1:25565``, unlimited
-    limits, invocation running ``wings_twisted.examplegame``), changed only
+    limits, invocation running ``wings_twisted.devpanel.examplegame``), changed only
     where ``overrides`` says so.
 
     Shortcuts: ``name``, ``description``, ``suspended``, ``invocation``,

@@ -25,9 +25,12 @@ Division of work:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 STATES = ("offline", "starting", "running", "stopping")
 
@@ -165,29 +168,29 @@ class IEnvironment(Interface):
         through ``update_limits``).
         """
 
-    def exists() -> Any:
+    def exists() -> Deferred[bool]:
         """
         Deferred[bool]: something to start exists (a created container; a
         process environment always exists).
         """
 
-    def is_running() -> Any:
+    def is_running() -> Deferred[bool]:
         """
         Deferred[bool]: the process is alive.
         """
 
-    def create() -> Any:
+    def create() -> Deferred[None]:
         """
         Deferred[None]: prepare whatever ``start`` needs (idempotent).
         """
 
-    def prepare_start() -> Any:
+    def prepare_start() -> Deferred[None]:
         """
         Deferred[None]: rebuild from current settings before a start
         (upstream ``OnBeforeStart``).
         """
 
-    def start() -> Any:
+    def start() -> Deferred[None]:
         """
         Deferred[None]: start the process (lifecycle.md §5 step 5): if it is
         already running set ``running`` and attach; otherwise set
@@ -201,27 +204,27 @@ class IEnvironment(Interface):
         Whether stdin/stdout of a live process are connected.
         """
 
-    def send_command(text: str) -> Any:
+    def send_command(text: str) -> Deferred[None]:
         """
         Deferred[None]: write ``text + "\\n"`` to stdin; ``NotAttached``
         when there is no process.  Sets ``stopping`` first when ``text`` is
         the stop command (stop type ``command``).
         """
 
-    def stop() -> Any:
+    def stop() -> Deferred[None]:
         """
         Deferred[None]: issue the configured stop (lifecycle.md §6 step 1)
         and return without waiting for the exit.
         """
 
-    def wait_for_stop(timeout: float, kill_on_timeout: bool) -> Any:
+    def wait_for_stop(timeout: float, kill_on_timeout: bool) -> Deferred[None]:
         """
         Deferred[None]: ``stop()``, then wait up to ``timeout`` seconds for
         the exit; kill on timeout when asked, else fail with
         ``EnvironmentError``.
         """
 
-    def terminate(signal: str) -> Any:
+    def terminate(signal: str) -> Deferred[None]:
         """
         Deferred[None]: send ``signal`` (a name such as ``SIGKILL``) to the
         process; sets ``stopping`` first.
@@ -238,19 +241,19 @@ class IEnvironment(Interface):
         Milliseconds since the process started; 0 when not running.
         """
 
-    def read_log(lines: int) -> Any:
+    def read_log(lines: int) -> Deferred[list[str]]:
         """
         Deferred[list[str]]: the last ``lines`` lines of process output,
         oldest first.
         """
 
-    def update_limits() -> Any:
+    def update_limits() -> Deferred[None]:
         """
         Deferred[None]: apply the current limits to the live process where
         the environment can (errors are logged, not raised).
         """
 
-    def destroy() -> Any:
+    def destroy() -> Deferred[None]:
         """
         Deferred[None]: kill the process and remove what ``create`` made;
         the state ends ``offline`` without crash handling (``stopping``
@@ -259,7 +262,7 @@ class IEnvironment(Interface):
 
     def run_installer(script: str, image: str, entrypoint: str,
                       env: tuple[tuple[str, str], ...],
-                      on_line: Callable[[str], None]) -> Any:
+                      on_line: Callable[[str], None]) -> Deferred[InstallResult]:
         """
         Deferred[InstallResult]: run an egg install script with the volume
         at ``/mnt/server`` and the script at ``/mnt/install/install.sh``,

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from ..config import Config
 from ..environment import EnvironmentError as EnvError
+from ..environment import InstallResult
 from ..panel import PanelError
 from .lifecycle import SyncError, power, stop_process, sync
 from .occupancy import Occupied
@@ -101,6 +102,7 @@ async def _run_script(server: Server) -> bool:
 
     await context.run_blocking(server.volume.ensure_root)
     server.events.publish("daemon message", INSTALL_STARTING)
+    result: InstallResult
     try:
         result = await env.run_installer(str(script["script"]), image, entrypoint, variables,
                                          on_line)
@@ -108,25 +110,21 @@ async def _run_script(server: Server) -> bool:
         raise
     except Exception as e:
         log.failure("The install script of {uuid} could not run", uuid=server.uuid)
-        result = None
-        error = str(e)
-    else:
-        error = result.error
-    completed = bool(result is not None and result.completed)
-    if completed:
+        result = InstallResult(False, None, str(e))
+    if result.completed:
         log.info("Install script of {uuid} exited with {code}", uuid=server.uuid,
-                 code=result.exit_code if result is not None else None)
+                 code=result.exit_code)
         server.events.publish("daemon message", INSTALL_DONE)
-    elif error:
-        server.events.publish("install output", error)
-    header = _install_header(server.uuid, image, entrypoint, variables,
-                             result.exit_code if result is not None else None, error)
+    elif result.error:
+        server.events.publish("install output", result.error)
+    header = _install_header(server.uuid, image, entrypoint, variables, result.exit_code,
+                             result.error)
     try:
         await context.run_blocking(_write_install_log, log_path, header, output)
     except OSError as e:
         log.error("Writing the install log of {uuid} failed: {error}", uuid=server.uuid,
                   error=str(e))
-    return completed
+    return result.completed
 
 
 def install_log_path(config: Config, uuid: str) -> str:

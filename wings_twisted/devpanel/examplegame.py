@@ -1,6 +1,6 @@
 """
 A tiny console "game server" for trying the daemon without Docker or a real
-game: ``python3 -m wings_twisted.examplegame [--players N] [--done TEXT]``.
+game: ``python3 -m wings_twisted.devpanel.examplegame [--players N] [--done TEXT]``.
 
 It prints a few boot lines and then the done-string (``Server is ready`` by
 default, what the development Panel's eggs wait for), then reads commands
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Boot, then serve commands from stdin until ``stop``, ``crash``, end of
     input or a termination signal.
     """
-    parser = argparse.ArgumentParser(prog="python3 -m wings_twisted.examplegame", description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(prog="python3 -m wings_twisted.devpanel.examplegame", description=__doc__.splitlines()[1])
     parser.add_argument("--players", type=int, default=20, help="max players shown by 'list'")
     parser.add_argument("--done", default=DEFAULT_DONE, help="line printed when booted (default: %(default)r)")
     parser.add_argument("--boot-delay", type=float, default=0.0, help="seconds to wait before the done-string")
