@@ -28,19 +28,22 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import SERVER, TOKEN, Daemon, Processes, log, scratch, write_section  # noqa: E402
+from common import REPO, SERVER, TOKEN, Daemon, Processes, log, scratch, write_section  # noqa: E402
 
 from autobahn.twisted.websocket import (WebSocketClientFactory,  # noqa: E402
                                         WebSocketClientProtocol, connectWS)
 from twisted.internet import defer, reactor, task  # noqa: E402
 
-GAME = "{} -m wings_twisted.devpanel.examplegame".format(sys.executable)
+# The game imports the checkout, as the daemon does (PYTHONPATH), not the installed copy.
+GAME = "PYTHONPATH={} {} -m wings_twisted.devpanel.examplegame".format(
+    shlex.quote(REPO), shlex.quote(sys.executable))
 PACE = re.compile(rb'"pace \d{8} (\d+\.\d{6}) ')
 FLOOD = re.compile(rb'"flood \d{8} ')
 LATENCY_TARGET = 0.050

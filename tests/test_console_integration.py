@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -24,11 +25,13 @@ from wings_twisted.devpanel.state import DevPanelState
 from wings_twisted.devpanel.resource import listen
 
 from .support import SERVER, TOKEN, TOKEN_ID, USER, process_alive
-from .test_integration import DaemonTestCase
+from .test_integration import REPO, DaemonTestCase
 from .wsclient import WsClient
 
 HELPER = "6d7e8f90-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
-GAME = "{} -m wings_twisted.devpanel.examplegame --players {{{{MAX_PLAYERS}}}}".format(sys.executable)
+# The game imports the checkout, not whatever copy is installed in the virtualenv.
+GAME = "PYTHONPATH={} {} -m wings_twisted.devpanel.examplegame --players {{{{MAX_PLAYERS}}}}".format(
+    shlex.quote(REPO), shlex.quote(sys.executable))
 
 
 def status_args(events: list[dict[str, Any]]) -> list[str]:
