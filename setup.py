@@ -21,6 +21,7 @@ setup(
         "wings_twisted.devpanel",
         "wings_twisted.eggconfig",
         "wings_twisted.environment",
+        "wings_twisted.fs",
         "wings_twisted.websocket",
         "twisted.plugins",
     ],

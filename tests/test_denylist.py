@@ -1,5 +1,5 @@
 """
-Tests for L{wings_twisted.denylist}: the go-gitignore translation of backups.md section 4.4.
+Tests for L{wings_twisted.fs.ignore}: the go-gitignore translation of backups.md section 4.4.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.denylist import (
+from wings_twisted.fs.ignore import (
     IgnoreMatcher,
     compile_line,
     go_regex_to_python,

@@ -34,7 +34,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
-from wings_twisted.denylist import IgnoreMatcher
+from .ignore import IgnoreMatcher
 
 __all__ = [
     "AlreadyExists",
