@@ -18,8 +18,10 @@ from typing import Sequence
 from .paths import (
     FILE_MODE,
     IsDirectory,
+    NotFound,
     Owner,
     QuotaExceeded,
+    check_regular,
     give,
     lstat_at,
     release_created,
@@ -27,13 +29,13 @@ from .paths import (
 )
 from .quota import DiskQuota
 
-__all__ = ["AtomicWrite", "create_temp"]
+__all__ = ["AtomicWrite", "begin_at"]
 
 _IOV_MAX = 1024
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def create_temp(dir_fd: int, clean: str) -> tuple[str, int]:
+def _create_temp(dir_fd: int, clean: str) -> tuple[str, int]:
     """
     Create a fresh hidden temporary file (mode 0600) in a directory for a write to ``clean``.
 
@@ -210,3 +212,37 @@ class AtomicWrite:
         Abort unless committed.
         """
         self.abort()
+
+
+def begin_at(
+    parent: int,
+    name: str,
+    clean: str,
+    quota: DiskQuota,
+    owner: Owner,
+    created: list[tuple[int, str]],
+) -> AtomicWrite:
+    """
+    Start writing ``name`` in the directory ``parent`` through a temporary file beside it (see
+    `Volume.begin_write`).
+
+    The write works on a duplicate of ``parent`` and takes over ``created``, the directories the
+    walk created for it; when this raises, ``created`` is still the caller's.
+    :raises NotFound: the destination is a symlink.
+    :raises IsDirectory: the destination is a directory.
+    :raises SpecialFile: the destination is a FIFO, socket or device.
+    """
+    st = lstat_at(parent, name)
+    old_size = 0
+    if st is not None:
+        if _stat.S_ISLNK(st.st_mode):
+            raise NotFound(clean)
+        check_regular(st, clean)
+        old_size = st.st_size
+    dir_fd = os.dup(parent)
+    try:
+        temp_name, temp_fd = _create_temp(dir_fd, clean)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return AtomicWrite(quota, owner, clean, dir_fd, name, temp_name, temp_fd, created, old_size)

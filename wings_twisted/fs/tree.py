@@ -19,7 +19,7 @@ from typing import Sequence
 
 from .paths import DIR_FLAGS, close_all, lstat_at
 
-__all__ = ["chown_tree", "measure", "remove_entry", "remove_tree"]
+__all__ = ["chown_tree", "measure", "remove_at", "remove_entry", "remove_tree"]
 
 #: Directory descriptors a tree walk (usage, recursive delete) holds at most.
 _TREE_FD_DEPTH = 64
@@ -190,10 +190,30 @@ def remove_tree(parent_fd: int, name: str) -> int:
     return freed
 
 
+def remove_at(parent_fd: int, name: str) -> int | None:
+    """
+    Remove the entry ``name`` of ``parent_fd``: a file, a symlink (never its target), or a
+    directory with everything in it.
+
+    :return: the regular-file bytes removed, ``None`` when there is no such entry.
+    """
+    st = lstat_at(parent_fd, name)
+    if st is None:
+        return None
+    if _stat.S_ISDIR(st.st_mode):
+        return remove_tree(parent_fd, name)
+    try:
+        os.unlink(name, dir_fd=parent_fd)
+    except IsADirectoryError:
+        return remove_tree(parent_fd, name)
+    except FileNotFoundError:
+        return None
+    return st.st_size if _stat.S_ISREG(st.st_mode) else 0
+
+
 def remove_entry(path: str) -> bool:
     """
-    Remove the entry at host path ``path`` (a directory with everything in it) without following
-    any link, the last component included.
+    Remove the entry at host path ``path`` like `remove_at`, its last component not followed.
 
     :return: whether there was something to remove.
     """
@@ -203,16 +223,9 @@ def remove_entry(path: str) -> bool:
     except FileNotFoundError:
         return False
     try:
-        st = lstat_at(parent_fd, base)
-        if st is None:
-            return False
-        if _stat.S_ISDIR(st.st_mode):
-            remove_tree(parent_fd, base)
-        else:
-            os.unlink(base, dir_fd=parent_fd)
+        return remove_at(parent_fd, base) is not None
     finally:
         os.close(parent_fd)
-    return True
 
 
 def _open_for_removal(parent_fd: int, name: str) -> int | None:

@@ -23,7 +23,7 @@ import time
 from typing import Callable, ContextManager, Sequence
 
 from . import tree, walk
-from .atomic import AtomicWrite, create_temp
+from .atomic import AtomicWrite, begin_at
 from .ignore import IgnoreMatcher
 from .paths import (
     DIR_FLAGS,
@@ -260,28 +260,13 @@ class Volume:
             self.check_denied(clean)
         if not parts:
             raise IsDirectory(clean)
-        final = parts[-1]
         created: list[tuple[int, str]] = []
-        dir_fd = -1
         try:
             with self._directory(clean, parts[:-1], created) as parent:
-                st = lstat_at(parent, final)
-                old_size = 0
-                if st is not None:
-                    if _stat.S_ISLNK(st.st_mode):
-                        raise NotFound(clean)
-                    check_regular(st, clean)
-                    old_size = st.st_size
-                dir_fd = os.dup(parent)
-            temp_name, temp_fd = create_temp(dir_fd, clean)
+                return begin_at(parent, parts[-1], clean, self._quota, self._owner, created)
         except BaseException:
-            if dir_fd >= 0:
-                os.close(dir_fd)
             release_created(created, undo=True)
             raise
-        return AtomicWrite(
-            self._quota, self._owner, clean, dir_fd, final, temp_name, temp_fd, created, old_size
-        )
 
     def remove(self, path: str) -> int:
         """
@@ -294,21 +279,10 @@ class Volume:
         clean, parts = split_path(path)
         if not parts:
             raise NotFound(clean)
-        name = parts[-1]
         with self._directory(clean, parts[:-1]) as parent:
-            st = lstat_at(parent, name)
-            if st is None:
-                raise NotFound(clean)
-            if _stat.S_ISDIR(st.st_mode):
-                freed = tree.remove_tree(parent, name)
-            else:
-                freed = st.st_size if _stat.S_ISREG(st.st_mode) else 0
-                try:
-                    os.unlink(name, dir_fd=parent)
-                except IsADirectoryError:
-                    freed = tree.remove_tree(parent, name)
-                except FileNotFoundError:
-                    raise NotFound(clean) from None
+            freed = tree.remove_at(parent, parts[-1])
+        if freed is None:
+            raise NotFound(clean)
         self.add_usage(-freed)
         return freed
 
