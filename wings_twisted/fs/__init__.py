@@ -11,6 +11,7 @@ ever opened, listed, changed or removed.
 * `tree`: bounded walks over whole trees (usage, recursive removal, chown);
 * `quota`: the usage counter and the disk limit (``api.md`` §2.13);
 * `atomic`: whole-file writes through a temporary file;
+* `handles`: open files used through a handle, and by-path attribute changes (SFTP);
 * `ignore` and `goregex`: the egg denylist and backup ignore rules (``api.md`` §2.12).
 
 The public names are re-exported here so that callers import them from ``wings_twisted.fs``.
@@ -19,6 +20,7 @@ The public names are re-exported here so that callers import them from ``wings_t
 from __future__ import annotations
 
 from .atomic import AtomicWrite
+from .handles import FileHandle
 from .paths import (
     MAX_DEPTH,
     MAX_LINK_HOPS,
@@ -45,6 +47,7 @@ __all__ = [
     "PATH_MAX",
     "AlreadyExists",
     "AtomicWrite",
+    "FileHandle",
     "Denied",
     "FsError",
     "InvalidMove",

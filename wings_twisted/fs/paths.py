@@ -32,7 +32,6 @@ __all__ = [
     "MAX_LINK_HOPS",
     "NAME_MAX",
     "PATH_MAX",
-    "READ_FLAGS",
     "AlreadyExists",
     "Denied",
     "FsError",
@@ -65,9 +64,6 @@ MAX_DEPTH = 512
 
 #: Open a directory of the walk: never through a symlink.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-#: Open a file for reading: never through a final symlink, and a FIFO that slipped past the
-#: classification does not block.
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 #: Mode of created directories (``api.md`` §2.15).
 DIR_MODE = 0o755
 #: Mode of created files unless stated otherwise (``api.md`` §2.15).

@@ -9,8 +9,9 @@ cannot slip past), and resolves the parent directory with the descriptor walk of
 `wings_twisted.fs.walk`.  The final component is then handled relative to that descriptor: never
 followed for open, read, write or stat; delete, rename and `Volume.lstat` act on a link itself.
 
-Whole-tree walks live in `wings_twisted.fs.tree`, the usage counter in `wings_twisted.fs.quota`
-and whole-file writes in `wings_twisted.fs.atomic`; `Volume` keeps their entry points.
+Whole-tree walks live in `wings_twisted.fs.tree`, the usage counter in `wings_twisted.fs.quota`,
+whole-file writes in `wings_twisted.fs.atomic` and open file handles in `wings_twisted.fs.handles`;
+`Volume` keeps their entry points.
 """
 
 from __future__ import annotations
@@ -22,20 +23,20 @@ import stat as _stat
 import time
 from typing import Callable, ContextManager, Sequence
 
-from . import tree, walk
+from . import handles, tree, walk
 from .atomic import AtomicWrite, begin_at
+from .handles import FileHandle
 from .ignore import IgnoreMatcher
 from .paths import (
     DIR_FLAGS,
     DIR_MODE,
-    READ_FLAGS,
+    FILE_MODE,
     AlreadyExists,
     Denied,
     InvalidMove,
     IsDirectory,
     NotFound,
     Owner,
-    check_regular,
     clean_path,
     give,
     lstat_at,
@@ -148,7 +149,7 @@ class Volume:
 
     def open_read(self, path: str, *, check_denylist: bool = True) -> tuple[int, os.stat_result]:
         """
-        Open a regular file for reading without following its final component.
+        Open a regular file for reading without following its final component (`open_file`).
 
         :return: the descriptor (the caller closes it) and its ``fstat``; all size and time
             information must come from that ``fstat``.
@@ -157,30 +158,9 @@ class Volume:
         :raises SpecialFile: a FIFO, socket or device, which is not opened.
         :raises Denied: on the egg denylist (checked first).
         """
-        clean, parts = split_path(path)
-        if check_denylist:
-            self.check_denied(clean)
-        if not parts:
-            raise IsDirectory(clean)
-        name = parts[-1]
-        with self._directory(clean, parts[:-1]) as parent:
-            # Classify first, so that a device node or FIFO is not even opened (opening a device
-            # can have side effects); the fstat below is the authoritative check.
-            st = lstat_at(parent, name)
-            if st is None or _stat.S_ISLNK(st.st_mode):
-                raise NotFound(clean)
-            check_regular(st, clean)
-            try:
-                fd = os.open(name, READ_FLAGS, dir_fd=parent)
-            except OSError as e:
-                raise translate_error(e, clean) from None
-        try:
-            st = os.fstat(fd)
-            check_regular(st, clean)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, st
+        with self.open_file(path, check_denylist=check_denylist) as handle:
+            st = handle.fstat()
+            return handle.detach(), st
 
     def lstat(self, path: str) -> os.stat_result:
         """
@@ -332,6 +312,83 @@ class Volume:
                 release_created(created, undo=True)
                 raise
             release_created(created, undo=False)
+
+    # -- handles and attributes (SFTP) -----------------------------------------------------------
+
+    def open_file(
+        self,
+        path: str,
+        *,
+        read: bool = True,
+        write: bool = False,
+        create: bool = False,
+        exclusive: bool = False,
+        truncate: bool = False,
+        append: bool = False,
+        mode: int = FILE_MODE,
+        check_denylist: bool = True,
+    ) -> FileHandle:
+        """
+        Open a regular file for positional reads and/or writes (`wings_twisted.fs.handles`).
+
+        ``create``, ``truncate`` and ``append`` need ``write``, ``exclusive`` needs ``create``
+        (`ValueError` otherwise).  Missing parent directories are not created.  A created file gets
+        ``mode & 0o7777`` and the volume's owner; ``truncate`` credits the bytes freed.
+        :raises Denied: on the egg denylist (checked first).
+        :raises NotFound: missing without ``create``, escaping, a missing parent, a final symlink.
+        :raises AlreadyExists: ``exclusive`` and the entry exists (whatever it is).
+        :raises IsDirectory: a directory (including the root).
+        :raises SpecialFile: a FIFO, socket or device, which is not opened.
+        :raises QuotaExceeded: ``truncate`` while the volume is over its limit.
+        """
+        clean, parts = split_path(path)
+        if check_denylist:
+            self.check_denied(clean)
+        if not parts:
+            raise IsDirectory(clean)
+        with self._directory(clean, parts[:-1]) as parent:
+            return handles.open_at(
+                parent, parts[-1], clean, self._quota, self._owner, read=read, write=write,
+                create=create, exclusive=exclusive, truncate=truncate, append=append, mode=mode,
+            )
+
+    def setstat(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        size: int | None = None,
+        atime_mtime: tuple[float, float] | None = None,
+    ) -> None:
+        """
+        Change the attributes given of the entry itself, never through a final symlink: the size
+        (through the quota, like `FileHandle.truncate`), then ``mode & 0o7777``, then the times.
+
+        :raises NotFound: missing, escaping, a final symlink, or the volume root.
+        :raises IsDirectory: a size for a directory.
+        :raises SpecialFile: a size for a FIFO, socket or device.
+        :raises QuotaExceeded: the size would grow the file beyond the limit.
+        """
+        clean, parts = split_path(path)
+        if not parts:
+            raise NotFound(clean)
+        with self._directory(clean, parts[:-1]) as parent:
+            handles.setstat_at(
+                parent, parts[-1], clean, self._quota, mode=mode, size=size,
+                atime_mtime=atime_mtime,
+            )
+
+    def readlink(self, path: str) -> str:
+        """
+        The text of the symlink that is the final component of ``path``, exactly as stored.
+
+        :raises NotFound: missing, escaping, not a symlink, or the volume root.
+        """
+        clean, parts = split_path(path)
+        if not parts:
+            raise NotFound(clean)
+        with self._directory(clean, parts[:-1]) as parent:
+            return handles.read_link_at(parent, parts[-1], clean)
 
     # -- quota (delegated to DiskQuota) ---------------------------------------------------------
 
