@@ -1,5 +1,6 @@
 """
-Tests for L{wings_twisted.denylist}: the go-gitignore translation of backups.md section 4.4.
+Tests for L{wings_twisted.fs.ignore} and L{wings_twisted.fs.goregex}: the go-gitignore translation
+of backups.md section 4.4.
 """
 
 from __future__ import annotations
@@ -8,12 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.denylist import (
-    IgnoreMatcher,
-    compile_line,
-    go_regex_to_python,
-    translate_line,
-)
+from wings_twisted.fs.goregex import go_regex_to_python
+from wings_twisted.fs.ignore import IgnoreMatcher, compile_line, translate_line
 
 _PROPERTY = settings(max_examples=300, deadline=None, database=None)
 

@@ -1,0 +1,248 @@
+"""
+Whole-file writes through a hidden temporary file beside the destination, renamed into place.
+
+`Volume.begin_write` resolves the destination and creates the temporary file; an `AtomicWrite`
+then only works through the descriptors it was handed (the destination directory and the
+temporary file), so nothing it does can be redirected by a path swapped meanwhile.  Readers see the
+old file or the complete new one, never a partial write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as _stat
+from typing import Sequence
+
+from .paths import (
+    FILE_MODE,
+    IsDirectory,
+    NotFound,
+    Owner,
+    QuotaExceeded,
+    check_regular,
+    give,
+    lstat_at,
+    release_created,
+    translate_error,
+)
+from .quota import DiskQuota
+
+__all__ = ["AtomicWrite", "begin_at"]
+
+_IOV_MAX = 1024
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _create_temp(dir_fd: int, clean: str) -> tuple[str, int]:
+    """
+    Create a fresh hidden temporary file (mode 0600) in a directory for a write to ``clean``.
+
+    :return: its base name and a write-only descriptor.
+    """
+    for _ in range(16):
+        temp_name = ".upload-%s.part" % (secrets.token_hex(8),)
+        try:
+            return temp_name, os.open(temp_name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise translate_error(e, clean) from None
+    raise OSError(errno.EEXIST, "no free temporary name", clean)
+
+
+class AtomicWrite:
+    """
+    A file being written through a hidden temporary file beside its destination.
+
+    Use `write` for each chunk, then `commit` to rename it over the destination, or `abort` (or
+    `close`, or leave the ``with`` block) to discard it together with the directories that
+    `Volume.begin_write` created.  Not thread-safe: one writer at a time.
+    """
+
+    def __init__(
+        self,
+        quota: DiskQuota,
+        owner: Owner,
+        path: str,
+        dir_fd: int,
+        name: str,
+        temp_name: str,
+        temp_fd: int,
+        created: list[tuple[int, str]],
+        old_size: int,
+    ) -> None:
+        """
+        Take over the descriptors `Volume.begin_write` opened; they are closed by `commit` or
+        `abort`.
+
+        :param quota: the volume's counter, checked before each chunk and adjusted on commit.
+        :param owner: given the file on commit.
+        :param path: the cleaned destination path, for errors.
+        :param dir_fd: the destination directory.
+        :param name: the destination's name in it.
+        :param created: the directories created for this write (see `release_created`).
+        :param old_size: the size of the file replaced when the write began.
+        """
+        self.path = path
+        self.received = 0
+        self._quota = quota
+        self._owner = owner
+        self._dir_fd = dir_fd
+        self._name = name
+        self._temp_name = temp_name
+        self._temp_fd = temp_fd
+        self._created = created
+        self._old_size = old_size
+        self._state = "open"
+
+    @property
+    def temp_name(self) -> str:
+        """
+        The base name of the temporary file in the destination directory.
+        """
+        return self._temp_name
+
+    def __enter__(self) -> AtomicWrite:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """
+        Append ``data`` to the temporary file after checking that the file would fit the quota.
+
+        :raises QuotaExceeded: fits(bytes received including this chunk - size of the file
+            replaced) failed; nothing of the chunk is written.
+        """
+        if self._state != "open":
+            raise ValueError("write on a finished AtomicWrite")
+        view = memoryview(data).cast("B")
+        after = self.received + len(view)
+        if not self._quota.fits(after - self._old_size):
+            raise QuotaExceeded(self.path)
+        while view:
+            written = os.write(self._temp_fd, view)
+            view = view[written:]
+        self.received = after
+
+    def write_many(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
+        """
+        Append several chunks with as few ``writev`` calls as possible (one quota check for
+        the batch).  Batching matters to callers in worker threads: each system call there is a
+        GIL hand-off.
+
+        :raises QuotaExceeded: the batch would not fit; nothing of it is written.
+        """
+        if self._state != "open":
+            raise ValueError("write on a finished AtomicWrite")
+        views = [memoryview(c).cast("B") for c in chunks]
+        after = self.received + sum(len(v) for v in views)
+        if not self._quota.fits(after - self._old_size):
+            raise QuotaExceeded(self.path)
+        while views:
+            written = os.writev(self._temp_fd, views[:_IOV_MAX])
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
+        self.received = after
+
+    def commit(self) -> None:
+        """
+        Rename the temporary file over the destination and account for it.
+
+        The mode is that of the regular file replaced (``st_mode & 0o7777``, read now) or 0644; the
+        owner is the volume's ``uid:gid``.  On any failure the write is aborted.
+        :raises IsDirectory: the destination became a directory meanwhile.
+        """
+        if self._state != "open":
+            raise ValueError("commit on a finished AtomicWrite")
+        try:
+            st = lstat_at(self._dir_fd, self._name)
+            mode = FILE_MODE
+            old_size = 0
+            if st is not None:
+                if _stat.S_ISDIR(st.st_mode):
+                    raise IsDirectory(self.path)
+                if _stat.S_ISREG(st.st_mode):
+                    mode = _stat.S_IMODE(st.st_mode)
+                    old_size = st.st_size
+            # chown before chmod: changing the owner clears set-user/group-ID bits.
+            give(self._temp_fd, self._owner)
+            os.fchmod(self._temp_fd, mode)
+            try:
+                os.rename(
+                    self._temp_name, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
+                )
+            except OSError as e:
+                raise translate_error(e, self.path) from None
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        os.close(self._temp_fd)
+        os.close(self._dir_fd)
+        release_created(self._created, undo=False)
+        self._quota.add(self.received - old_size)
+
+    def abort(self) -> None:
+        """
+        Discard the write: remove the temporary file and the directories created for it (deepest
+        first, only while empty).  Idempotent; does nothing after a commit.
+        """
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        try:
+            os.close(self._temp_fd)
+        finally:
+            try:
+                os.unlink(self._temp_name, dir_fd=self._dir_fd)
+            except OSError:
+                pass
+            os.close(self._dir_fd)
+            release_created(self._created, undo=True)
+
+    def close(self) -> None:
+        """
+        Abort unless committed.
+        """
+        self.abort()
+
+
+def begin_at(
+    parent: int,
+    name: str,
+    clean: str,
+    quota: DiskQuota,
+    owner: Owner,
+    created: list[tuple[int, str]],
+) -> AtomicWrite:
+    """
+    Start writing ``name`` in the directory ``parent`` through a temporary file beside it (see
+    `Volume.begin_write`).
+
+    The write works on a duplicate of ``parent`` and takes over ``created``, the directories the
+    walk created for it; when this raises, ``created`` is still the caller's.
+    :raises NotFound: the destination is a symlink.
+    :raises IsDirectory: the destination is a directory.
+    :raises SpecialFile: the destination is a FIFO, socket or device.
+    """
+    st = lstat_at(parent, name)
+    old_size = 0
+    if st is not None:
+        if _stat.S_ISLNK(st.st_mode):
+            raise NotFound(clean)
+        check_regular(st, clean)
+        old_size = st.st_size
+    dir_fd = os.dup(parent)
+    try:
+        temp_name, temp_fd = _create_temp(dir_fd, clean)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return AtomicWrite(quota, owner, clean, dir_fd, name, temp_name, temp_fd, created, old_size)
