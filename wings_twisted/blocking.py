@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -36,7 +37,7 @@ def run_inline(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return fail()
 
 
-def thread_pool_runner(reactor: Any, pool: ThreadPool) -> RunBlocking:
+def thread_pool_runner(reactor: IReactorFromThreads, pool: ThreadPool) -> RunBlocking:
     """
     Build a ``RunBlocking`` that runs work on ``pool`` and reports back to
     ``reactor``.

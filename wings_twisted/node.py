@@ -14,7 +14,6 @@ layer sees of it.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
@@ -49,8 +48,6 @@ class Node:
     Everything the daemon's parts share.
 
     :param clock: time and timers (the reactor, or a ``Clock`` in tests).
-    :param reactor: spawns processes and opens connections; the clock itself
-        when not given (tests).
     :param cooperator: schedules body producers (archives, S3 parts, transfer
         pushes); one driven by ``clock`` when not given.
     :param make_environment: the environment factory of ``environment.driver``
@@ -61,13 +58,12 @@ class Node:
 
     def __init__(self, config: Config, *, clock: IReactorTime, run_blocking: RunBlocking,
                  panel: PanelClient, activity: ActivityLog, config_path: str | None = None,
-                 docker: DockerClient | None = None, reactor: Any = None,
+                 docker: DockerClient | None = None,
                  cooperator: Cooperator | None = None,
                  make_environment: EnvironmentFactory = no_environment) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
-        self.reactor = reactor if reactor is not None else clock
         self.cooperator = cooperator if cooperator is not None else Cooperator(
             scheduler=lambda work: clock.callLater(0, work))
         self.shutting_down = False

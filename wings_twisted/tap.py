@@ -14,7 +14,7 @@ twistd print its whole help text first).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from treq.client import HTTPClient
 from twisted.application import strports
@@ -36,6 +36,7 @@ from .environment.docker import DockerClient, DockerError
 from .environment.factories import ProcessEnvironments, no_environment
 from .node import Node
 from .panel import PanelClient
+from .reactor import IReactor
 from .servers.context import EnvironmentFactory
 from .service import ThreadPoolService, WingsService
 from .sysuser import SystemUserError, resolve_system_user
@@ -115,7 +116,7 @@ def listen_description(config: Config) -> str:
     return "tcp:port={}:interface={}:backlog={}".format(api.port, interface, BACKLOG)
 
 
-def environment_factory(driver: str, *, reactor: Any, config: Callable[[], Config],
+def environment_factory(driver: str, *, reactor: IReactor, config: Callable[[], Config],
                         run_blocking: RunBlocking) -> EnvironmentFactory:
     """
     The environment factory of ``environment.driver``: process environments
@@ -136,7 +137,7 @@ def ensure_directories(config: Config) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def build_service(config: Config, reactor: Any, *, config_path: str | None = None,
+def build_service(config: Config, reactor: IReactor, *, config_path: str | None = None,
                   listen: str | None = None, http: HTTPClient | None = None,
                   insecure: bool = False, fatal: Callable[[str], None] | None = None,
                   environ: Mapping[str, str] | None = None, debug: bool = False) -> IService:
@@ -171,7 +172,7 @@ def build_service(config: Config, reactor: Any, *, config_path: str | None = Non
     def live_config() -> Config:
         return node.config if node is not None else config
 
-    node = Node(config, clock=reactor, reactor=reactor, run_blocking=run_blocking, panel=panel,
+    node = Node(config, clock=reactor, run_blocking=run_blocking, panel=panel,
                 activity=activity, config_path=config_path, docker=docker,
                 cooperator=cooperator,
                 make_environment=environment_factory(config.environment.driver, reactor=reactor,
@@ -261,8 +262,10 @@ def makeService(options: Options) -> IService:
     """
     The twistd entry point.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    # The global reactor provides every interface IReactor names.
+    reactor = cast(IReactor, global_reactor)
     tune_malloc()
     path = os.path.abspath(options["config"])
     try:

@@ -62,6 +62,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from .. import __version__
+from ..reactor import IReactor
 
 log = Logger()
 
@@ -175,7 +176,7 @@ class EngineEndpointFactory:
     Connects every request to the engine of ``host``, whatever the URL says.
     """
 
-    def __init__(self, reactor: Any, host: DockerHost, *, connect_timeout: float) -> None:
+    def __init__(self, reactor: IReactor, host: DockerHost, *, connect_timeout: float) -> None:
         self._reactor = reactor
         self._host = host
         self._connect_timeout = connect_timeout
@@ -300,7 +301,7 @@ class DockerClient:
             self._api_version = "{}.{}".format(*parsed)
 
     @classmethod
-    def from_environment(cls, reactor: Any, environ: Mapping[str, str], *,
+    def from_environment(cls, reactor: IReactor, environ: Mapping[str, str], *,
                          timeout: float = DEFAULT_TIMEOUT) -> "DockerClient":
         """
         A client for the engine named by ``DOCKER_HOST`` and

@@ -12,12 +12,13 @@ actions say so.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.logger import Logger
 
 from ..blocking import RunBlocking
 from ..config import Config
+from ..reactor import IReactor
 from . import EnvironmentSettings, IEnvironment
 from .cgroups import CgroupHost, detect_cgroups
 from .process import ProcessEnvironment
@@ -33,7 +34,7 @@ class ProcessEnvironments:
     :param config: the live configuration, read when an environment is made.
     """
 
-    def __init__(self, *, reactor: Any, config: Callable[[], Config],
+    def __init__(self, *, reactor: IReactor, config: Callable[[], Config],
                  run_blocking: RunBlocking) -> None:
         self._reactor = reactor
         self._config = config

@@ -71,6 +71,7 @@ from zope.interface import implementer
 
 from ..blocking import RunBlocking
 from ..config import Config
+from ..reactor import IReactor
 from .lines import LineSplitter
 from . import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
                IEnvironmentListener, InstallResult, NotAttached)
@@ -194,7 +195,7 @@ class ProcessEnvironment:
     drain_grace = DRAIN_GRACE
     _log = Logger()
 
-    def __init__(self, settings: EnvironmentSettings, *, reactor: Any, config: Config,
+    def __init__(self, settings: EnvironmentSettings, *, reactor: IReactor, config: Config,
                  run_blocking: RunBlocking,
                  cgroups: CgroupSource = "detect",
                  which: Callable[[str], str | None] | None = None,

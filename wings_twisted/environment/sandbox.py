@@ -41,12 +41,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..blocking import RunBlocking
+from ..reactor import IReactor
 from .lines import LineSplitter
 from . import InstallResult
 from .cgroups import launcher_argv
@@ -165,7 +167,7 @@ def probe_argv(sandbox: Sandbox) -> list[str]:
     return ["/bin/sh", "-c", "exit 0"]
 
 
-async def find_sandbox(reactor: Any, which: Callable[[str], str | None], is_root: bool,
+async def find_sandbox(reactor: IReactorProcess, which: Callable[[str], str | None], is_root: bool,
                        env: dict[str, str]) -> Sandbox | None:
     """
     The first candidate whose probe succeeds, or ``None``.
@@ -328,7 +330,7 @@ class InstallJob:
     python: str
 
 
-async def run_install(reactor: Any, run_blocking: RunBlocking, job: InstallJob,
+async def run_install(reactor: IReactor, run_blocking: RunBlocking, job: InstallJob,
                       on_line: Callable[[str], None], *,
                       which: Callable[[str], str | None], is_root: bool) -> InstallResult:
     """

@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.web.server import Request
+
 from .errors import GENERIC_MESSAGE, BadRequest
 
 EMPTY_BODY = "The data passed in the request was not in a parsable format. Please try again."
 MAX_JSON = 8 * 1024 * 1024
 
 
-def read_json(request: Any) -> Any:
+def read_json(request: Request) -> Any:
     """
     The decoded JSON body of ``request``.
     """
     content = request.content
+    if content is None:
+        raise BadRequest(EMPTY_BODY)
     content.seek(0)
     data = content.read(MAX_JSON + 1)
     if len(data) > MAX_JSON:
@@ -32,7 +36,7 @@ def read_json(request: Any) -> Any:
         raise BadRequest(GENERIC_MESSAGE)
 
 
-def read_object(request: Any) -> dict[str, Any]:
+def read_object(request: Request) -> dict[str, Any]:
     """
     The body, which must be a JSON object.
     """

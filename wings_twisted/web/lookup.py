@@ -7,11 +7,12 @@ is the JSON 404 the panel relies on to treat deletions as done.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from ..node import Node
 from ..servers.server import Server
 from .errors import ErrorResource, NotFound
 
@@ -22,7 +23,7 @@ class ServerLookup(Resource):
     ``segment``, or for a 404 when there is none.
     """
 
-    def __init__(self, node: Any, segment: bytes, make: Callable[[Server], IResource]) -> None:
+    def __init__(self, node: Node, segment: bytes, make: Callable[[Server], IResource]) -> None:
         super().__init__()
         self._node = node
         self._segment = segment

@@ -8,12 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..auth import InvalidToken, TokenKind
+from ..node import Node
 from ..servers.server import Server
 from .errors import NOT_FOUND_ON_SERVER, ApiError, InvalidTokenError
+from .request import ApiRequest
 
 
 
-def verify_signed_token(node: Any, token: bytes | None, kind: TokenKind) -> tuple[dict[str, Any], Server]:
+def verify_signed_token(node: Node, token: bytes | None,
+                        kind: TokenKind) -> tuple[dict[str, Any], Server]:
     """
     Steps 1–7: the token's claims and the server it names.  Raises the 403
     (invalid token) or 404 (unknown server) ApiError.
@@ -32,7 +35,7 @@ def verify_signed_token(node: Any, token: bytes | None, kind: TokenKind) -> tupl
     return claims, server
 
 
-def consume_token(node: Any, request: Any, claims: dict[str, Any], *, is_range: bool,
+def consume_token(node: Node, request: ApiRequest, claims: dict[str, Any], *, is_range: bool,
                   resumable: bool) -> None:
     """
     Step 8: record the ``unique_id``; a reuse is refused with 404 unless the

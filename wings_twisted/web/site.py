@@ -31,9 +31,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.server import Request, Site
+
+from ..node import Node
 
 from ..websocket.protocol import ConsoleFactory
 from .console import DeauthorizeUserResource
@@ -48,7 +52,7 @@ from .uploads import upload_sink_factory, upload_tree
 _TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
 
 
-def redacting_log_formatter(timestamp: str, request: Any) -> str:
+def redacting_log_formatter(timestamp: str, request: Request) -> str:
     """
     The combined log format with signed-URL tokens replaced by ``***``.
     """
@@ -62,7 +66,7 @@ class ApiBranch(JsonResource):
     it); unknown paths are a 404 after the check (§2.2).
     """
 
-    def __init__(self, node: Any, console: ConsoleFactory) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory) -> None:
         super().__init__()
         self._node = node
         self.putChild(b"system", self._guard(SystemResource(node)))
@@ -73,13 +77,13 @@ class ApiBranch(JsonResource):
     def _guard(self, resource: IResource) -> BearerGuard:
         return BearerGuard(resource, lambda: str(self._node.config.token))
 
-    def getChild(self, path: bytes, request: Any) -> IResource:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
         No such route: 401/403 without the token, else 404.
         """
         return self._guard(ErrorResource(NotFound()))
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> int | bytes:
         """
         ``/api`` itself: authenticate, then 404.
         """
@@ -93,7 +97,7 @@ class ApiSite(Site):
 
     requestFactory = ApiRequest
 
-    def __init__(self, resource: Resource, node: Any, *, access_log: bool = False,
+    def __init__(self, resource: IResource, node: Node, *, access_log: bool = False,
                  reactor: Any = None, **kwargs: Any) -> None:
         kwargs.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, reactor=reactor if reactor is not None else node.clock,
@@ -104,7 +108,7 @@ class ApiSite(Site):
             (b"POST", b"/upload/file"): upload_sink_factory(node)}
 
 
-    def log(self, request: Any) -> None:
+    def log(self, request: http.Request) -> None:
         """
         One access-log line per request, in debug mode only.
         """
@@ -112,7 +116,7 @@ class ApiSite(Site):
             super().log(request)
 
 
-def build_root(node: Any) -> Resource:
+def build_root(node: Node) -> Resource:
     """
     The resource tree, with the one websocket factory every console socket
     of the node is built by.
@@ -124,7 +128,8 @@ def build_root(node: Any) -> Resource:
     return root
 
 
-def build_site(node: Any, *, access_log: bool = False, reactor: Any = None) -> ApiSite:
+def build_site(node: Node, *, access_log: bool = False,
+               reactor: IReactorTime | None = None) -> ApiSite:
     """
     The site serving ``node``; its connection timers run on ``reactor``
     (the node's clock when not given).

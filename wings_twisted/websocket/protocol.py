@@ -48,7 +48,9 @@ from twisted.logger import Logger
 from twisted.web import http
 from zope.interface import implementer
 
+from ..node import Node
 from ..servers.lifecycle import power
+from ..servers.server import Server
 from .session import Session
 
 #: Handshake response headers (W1.12, §1.2).
@@ -215,7 +217,7 @@ class ConsoleFactory(WebSocketServerFactory):
 
     protocol = ConsoleProtocol
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__(server=None, reactor=node.clock)
         self.node = node
         self._last_prepared: tuple[bytes, PreparedMessage] | None = None
@@ -237,7 +239,7 @@ class ConsoleFactory(WebSocketServerFactory):
             last = self._last_prepared = (payload, self.prepareMessage(payload))
         return last[1]
 
-    def bind(self, server: Any, client_ip: str) -> "Binding":
+    def bind(self, server: Server, client_ip: str) -> "Binding":
         """
         A factory-like object for one upgrade request of ``server``.
         """
@@ -250,7 +252,7 @@ class Binding:
     factory plus the server and client IP of one request.
     """
 
-    def __init__(self, factory: ConsoleFactory, server: Any, client_ip: str) -> None:
+    def __init__(self, factory: ConsoleFactory, server: Server, client_ip: str) -> None:
         self._factory = factory
         self._server = server
         self._client_ip = client_ip
