@@ -22,6 +22,7 @@ setup(
         "wings_twisted.eggconfig",
         "wings_twisted.environment",
         "wings_twisted.websocket",
+        "wings_twisted.streams",
         "twisted.plugins",
     ],
     package_data={"twisted": ["plugins/wings_plugin.py"]},

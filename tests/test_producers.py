@@ -11,7 +11,7 @@ import os
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.web.producers import COPY_CHUNK, FileBodyProducer, ShortFile, Stopped
+from wings_twisted.streams.producers import COPY_CHUNK, FileBodyProducer, ShortFile, Stopped
 
 
 class _Request:

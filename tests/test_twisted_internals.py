@@ -203,7 +203,7 @@ class SendfileEligibilityTests(SynchronousTestCase):
         from twisted.protocols.tls import TLSMemoryBIOFactory
         from twisted.internet.ssl import CertificateOptions
 
-        from wings_twisted.web.producers import sendfile_transport
+        from wings_twisted.streams.producers import sendfile_transport
         a, b = socket.socketpair()
         self.addCleanup(a.close)
         self.addCleanup(b.close)

@@ -27,7 +27,7 @@ from .. import fs
 from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE
 from ..server import CANONICAL_UUID, Server
 from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, render_async, write_json
-from .producers import FileBodyProducer, ShortFile, Stopped
+from ..streams.producers import FileBodyProducer, ShortFile, Stopped
 from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,
                      evaluate_range, http_date)
 from .signed import consume_token, verify_signed_token
