@@ -44,12 +44,12 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
-from twisted.web.resource import Resource
 
 from ..auth import UPLOAD
 from ..server import Server
 from ..streams.spool import Spool
 from .errors import ApiError, BadRequest, JsonResource, render_async, to_api_error
+from .request import Subtree
 from .signed import consume_token, verify_signed_token
 
 log = Logger()
@@ -461,7 +461,7 @@ class UploadResource(JsonResource):
 
 def upload_sink_factory(node: Any) -> Callable[[Any, bytes, int | None], UploadSink]:
     """
-    The body-sink factory registered for ``POST /upload/file``.
+    The body-sink factory of ``POST /upload/file``.
     """
 
     def make(request: Any, uri: bytes, length: int | None) -> UploadSink:
@@ -470,10 +470,10 @@ def upload_sink_factory(node: Any) -> Callable[[Any, bytes, int | None], UploadS
     return make
 
 
-def upload_tree(node: Any) -> Resource:
+def upload_tree(node: Any) -> Subtree:
     """
-    The ``/upload`` resource.
+    The ``/upload`` resource, and the body sink its ``file`` route needs.
     """
     root = JsonResource()
     root.putChild(b"file", UploadResource(node))
-    return root
+    return Subtree(root, {(b"POST", b"file"): upload_sink_factory(node)})
