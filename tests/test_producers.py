@@ -1,5 +1,5 @@
 """
-Tests for ``FileBodyProducer`` (the copy path; the sendfile path runs in the
+Tests for ``FileSpanProducer`` (the copy path; the sendfile path runs in the
 integration tests over real sockets, and its Twisted hook is pinned in
 ``test_twisted_internals``).
 """
@@ -8,26 +8,31 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from wings_twisted.web.producers import COPY_CHUNK, FileBodyProducer, ShortFile, Stopped
+from wings_twisted.streams.producers import COPY_CHUNK, FileSpanProducer, ShortFile, Stopped
 
 
-class _Request:
+@implementer(IConsumer)
+class _Consumer:
     """
-    The slice of ``twisted.web.server.Request`` the producer uses.
+    A consumer that collects what it is given and can pause its producer
+    after a number of writes.
     """
 
     def __init__(self) -> None:
-        self.transport = StringTransport()
-        self.channel = self
         self.producer = None
+        self.registrations = 0
         self.written: list[bytes] = []
         self.pause_after: int | None = None
 
     def registerProducer(self, producer, streaming) -> None:
+        assert streaming
         self.producer = producer
+        self.registrations += 1
 
     def unregisterProducer(self) -> None:
         self.producer = None
@@ -38,9 +43,9 @@ class _Request:
             self.producer.pauseProducing()
 
 
-class FileBodyProducerTests(SynchronousTestCase):
+class FileSpanProducerTests(SynchronousTestCase):
     """
-    ``FileBodyProducer`` in copy mode.
+    ``FileSpanProducer`` in copy mode.
     """
 
     def setUp(self) -> None:
@@ -49,9 +54,9 @@ class FileBodyProducerTests(SynchronousTestCase):
         with open(self.path, "wb") as f:
             f.write(self.data)
 
-    def producer(self, offset: int, length: int, request: _Request) -> tuple[FileBodyProducer, int]:
+    def producer(self, offset: int, length: int, **kwargs) -> tuple[FileSpanProducer, int]:
         fd = os.open(self.path, os.O_RDONLY)
-        return FileBodyProducer(request, fd, offset, length, use_sendfile=False), fd
+        return FileSpanProducer(fd, offset, length, **kwargs), fd
 
     def assertClosed(self, fd: int) -> None:
         self.assertRaises(OSError, os.fstat, fd)
@@ -61,60 +66,85 @@ class FileBodyProducerTests(SynchronousTestCase):
         Exactly the requested bytes are written, then the file is closed and
         the producer unregistered.
         """
-        request = _Request()
-        producer, fd = self.producer(100, 2 * COPY_CHUNK, request)
-        done = producer.start()
-        self.assertEqual(b"".join(request.written), self.data[100:100 + 2 * COPY_CHUNK])
+        consumer = _Consumer()
+        producer, fd = self.producer(100, 2 * COPY_CHUNK)
+        done = producer.start(consumer)
+        self.assertEqual(consumer.registrations, 1)
+        self.assertEqual(b"".join(consumer.written), self.data[100:100 + 2 * COPY_CHUNK])
         self.assertIsNone(self.successResultOf(done))
-        self.assertIsNone(request.producer)
+        self.assertIsNone(consumer.producer)
         self.assertClosed(fd)
+
+    def test_bounded_chunks(self) -> None:
+        """
+        The span is read in pieces of at most ``COPY_CHUNK`` bytes.
+        """
+        consumer = _Consumer()
+        producer, fd = self.producer(0, len(self.data))
+        self.successResultOf(producer.start(consumer))
+        self.assertEqual([len(chunk) for chunk in consumer.written],
+                         [COPY_CHUNK, COPY_CHUNK, COPY_CHUNK, 123])
 
     def test_pause_and_resume(self) -> None:
         """
         A pause from the consumer stops reading until ``resumeProducing``.
         """
-        request = _Request()
-        request.pause_after = 2  # headers write + one chunk
-        producer, fd = self.producer(0, len(self.data), request)
-        done = producer.start()
+        consumer = _Consumer()
+        consumer.pause_after = 1
+        producer, fd = self.producer(0, len(self.data))
+        done = producer.start(consumer)
         self.assertNoResult(done)
-        self.assertEqual(len(request.written), 2)
-        request.pause_after = None
+        self.assertEqual(len(consumer.written), 1)
+        consumer.pause_after = None
         producer.resumeProducing()
-        self.assertEqual(b"".join(request.written), self.data)
+        self.assertEqual(b"".join(consumer.written), self.data)
         self.successResultOf(done)
 
     def test_stop_closes_file(self) -> None:
         """
-        A client that goes away stops the reads and closes the descriptor.
+        A consumer that goes away stops the reads and closes the descriptor.
         """
-        request = _Request()
-        request.pause_after = 2
-        producer, fd = self.producer(0, len(self.data), request)
-        done = producer.start()
+        consumer = _Consumer()
+        consumer.pause_after = 1
+        producer, fd = self.producer(0, len(self.data))
+        done = producer.start(consumer)
         producer.stopProducing()
         self.failureResultOf(done, Stopped)
         self.assertClosed(fd)
-        written = len(request.written)
+        self.assertIsNone(consumer.producer)
+        written = len(consumer.written)
         producer.resumeProducing()
-        self.assertEqual(len(request.written), written)
+        self.assertEqual(len(consumer.written), written)
 
     def test_file_shrinks(self) -> None:
         """
         Reaching end-of-file before the announced length fails with
         ``ShortFile`` (the caller aborts the connection).
         """
-        request = _Request()
-        producer, fd = self.producer(0, len(self.data) + 10, request)
-        self.failureResultOf(producer.start(), ShortFile)
+        consumer = _Consumer()
+        producer, fd = self.producer(0, len(self.data) + 10)
+        self.failureResultOf(producer.start(consumer), ShortFile)
         self.assertClosed(fd)
+        self.assertIsNone(consumer.producer)
 
     def test_empty_span(self) -> None:
         """
-        A zero-length body finishes at once.
+        A zero-length span finishes at once without writing.
         """
-        request = _Request()
-        producer, fd = self.producer(0, 0, request)
-        self.successResultOf(producer.start())
-        self.assertEqual(request.written, [b""])
+        consumer = _Consumer()
+        producer, fd = self.producer(0, 0)
+        self.successResultOf(producer.start(consumer))
+        self.assertEqual(consumer.written, [])
+        self.assertClosed(fd)
+
+    def test_to_a_transport(self) -> None:
+        """
+        Any ``IConsumer`` will do, a transport included; a transport that is
+        not a plain TCP socket is written to in copy mode, not with sendfile.
+        """
+        transport = StringTransport()
+        producer, fd = self.producer(7, 1000, transport=transport)
+        self.successResultOf(producer.start(transport))
+        self.assertEqual(transport.value(), self.data[7:1007])
+        self.assertIsNone(transport.producer)
         self.assertClosed(fd)

@@ -435,6 +435,52 @@ class AccessLogSwitchTests(SynchronousTestCase):
                 self.assertEqual(buffer.getvalue(), "")
 
 
+class BodySinkTableTests(SynchronousTestCase):
+    """
+    The site's body-sink table is filled by whoever mounts a subtree.
+    """
+
+    def test_upload_sink_registered_by_mounting(self) -> None:
+        """
+        ``build_site`` puts the upload subtree's sink under its absolute path
+        and nothing else; a bare ``ApiSite`` has none.
+        """
+        from wings_twisted.web.site import ApiSite, build_site
+        from wings_twisted.web.uploads import UploadResource
+
+        h = Harness(FilePath(self.mktemp()))
+        site = build_site(h.node)
+        self.assertEqual(list(site.body_sinks), [(b"POST", b"/upload/file")])
+        self.assertIsInstance(site.resource.children[b"upload"].children[b"file"], UploadResource)
+        self.assertEqual(ApiSite(site.resource, h.node).body_sinks, {})
+
+    def test_mount_prefixes_paths(self) -> None:
+        """
+        ``mount`` prefixes a subtree's relative sink paths with its name, so
+        nested subtrees compose; the site makes them absolute.
+        """
+        from twisted.web.resource import Resource
+
+        from wings_twisted.web.request import Subtree
+        from wings_twisted.web.site import ApiSite, mount
+
+        def factory(request: Any, uri: bytes, length: int | None) -> None:
+            return None
+
+        inner = Subtree(Resource(), {(b"POST", b"in"): factory, (b"PUT", b""): factory})
+        middle_sinks: dict[Any, Any] = {}
+        middle = Resource()
+        mount(middle, b"mid", inner, middle_sinks)
+        root_sinks: dict[Any, Any] = {}
+        root = Resource()
+        mount(root, b"top", Subtree(middle, middle_sinks), root_sinks)
+        self.assertEqual(sorted(root_sinks), [(b"POST", b"top/mid/in"), (b"PUT", b"top/mid")])
+        self.assertIs(root.children[b"top"].children[b"mid"], inner.resource)
+        h = Harness(FilePath(self.mktemp()))
+        self.assertEqual(sorted(ApiSite(root, h.node, body_sinks=root_sinks).body_sinks),
+                         [(b"POST", b"/top/mid/in"), (b"PUT", b"/top/mid")])
+
+
 class MethodTests(SynchronousTestCase):
     """
     Every route answers a method it does not take with the JSON 405.

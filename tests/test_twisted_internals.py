@@ -3,7 +3,7 @@ Pins the Twisted behaviour this project relies on beyond the public API.
 
 * ``ApiRequest.gotLength`` reads the pending method and URI from the
   channel's private ``_command``/``_path`` (``pending_request_line``).
-* ``FileBodyProducer``'s sendfile path is woken by setting
+* ``FileSpanProducer``'s sendfile path is woken by setting
   ``producerPaused`` on a ``tcp.Connection`` and calling ``startWriting``:
   ``FileDescriptor.doWrite`` must then call the registered streaming
   producer's ``resumeProducing`` once its buffer is empty.
@@ -203,7 +203,7 @@ class SendfileEligibilityTests(SynchronousTestCase):
         from twisted.protocols.tls import TLSMemoryBIOFactory
         from twisted.internet.ssl import CertificateOptions
 
-        from wings_twisted.web.producers import sendfile_transport
+        from wings_twisted.streams.producers import sendfile_transport
         a, b = socket.socketpair()
         self.addCleanup(a.close)
         self.addCleanup(b.close)

@@ -12,7 +12,7 @@ from twisted.python.filepath import FilePath
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.web.uploads import base_name, clean_directory, parse_disposition, valid_name
+from wings_twisted.web.formdata import base_name, clean_directory, parse_disposition, valid_name
 
 from .support import SERVER, USER, Harness, _Collector, mint
 
@@ -375,7 +375,7 @@ class DiscardLimitTests(SynchronousTestCase):
 
 class HelperTests(SynchronousTestCase):
     """
-    The small pure helpers of the upload module.
+    The pure form helpers of uploads (``web.formdata``).
     """
 
     def test_parse_disposition(self) -> None:

@@ -7,7 +7,9 @@ Order of work for both routes: verify the signed token (403), find its server
 honoured again only for a ``Range`` request from the same client before it
 expires), open the file and ``fstat`` the descriptor, then decide the status
 from ``Range``/``If-Range`` (GET only) and stream exactly the selected bytes
-with ``FileBodyProducer``.
+with a ``FileSpanProducer`` registered on the request (``os.sendfile``
+straight to the socket on plain TCP, ``pread`` chunks through the request
+otherwise).
 
 Every size, time and type comes from the ``fstat`` of the open descriptor, so
 a file swapped after the checks cannot change what is sent.
@@ -26,8 +28,8 @@ from twisted.web.server import NOT_DONE_YET
 from .. import fs
 from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE
 from ..servers.server import CANONICAL_UUID, Server
+from ..streams.producers import FileSpanProducer, ShortFile, Stopped
 from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, render_async, write_json
-from .producers import FileBodyProducer, ShortFile, Stopped
 from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,
                      evaluate_range, http_date)
 from .signed import consume_token, verify_signed_token
@@ -91,10 +93,14 @@ class _DownloadResource(JsonResource):
         if isinstance(span, bytes):
             os.close(fd)
             return span
-        producer = FileBodyProducer(request, fd, *span)
+        offset, length = span
+        producer = FileSpanProducer(fd, offset, length, transport=request.channel.transport)
         request.notifyFinish().addErrback(lambda _: producer.stopProducing())
-        producer.start().addCallbacks(lambda _: request.finish(),
-                                      lambda f: self._stream_failed(request, f))
+        # The status line and headers go out through the transport's buffer
+        # first; the sendfile path waits for that buffer to drain.
+        request.write(b"")
+        producer.start(request).addCallbacks(lambda _: request.finish(),
+                                             lambda f: self._stream_failed(request, f))
         return NOT_DONE_YET
 
     def _headers(self, request: Any, st: os.stat_result, name: str,

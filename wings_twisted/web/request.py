@@ -10,18 +10,20 @@ lets upload bodies stream into a parser instead of ``request.content``.
   every request (project).
 * A single trailing ``/`` is ignored instead of redirecting (§2.7.3).
 * Twisted's form parsing is off (``parsePOSTFormSubmission=False``), and
-  ``gotLength`` hands the body of routes registered as *body sinks*
-  (``POST /upload/file``) to an object that parses it as it arrives
-  (downloads-uploads.md §7.3).
+  ``gotLength`` hands the body of routes registered as *body sinks* in the
+  site's ``body_sinks`` table (``POST /upload/file``, put there by whoever
+  mounts the subtree: a ``Subtree``) to an object that parses it as it
+  arrives (downloads-uploads.md §7.3).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, cast
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, cast
 
 from twisted.internet import tcp
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 if TYPE_CHECKING:
@@ -52,6 +54,17 @@ class BodySink(Protocol):
 
 
 SinkFactory = Callable[["ApiRequest", bytes, Optional[int]], Optional[BodySink]]
+BodySinks = dict[tuple[bytes, bytes], SinkFactory]
+
+
+class Subtree(NamedTuple):
+    """
+    A resource to mount and the body sinks of its routes, keyed by method and
+    path relative to where it is mounted (``(b"POST", b"file")``).
+    """
+
+    resource: Resource
+    body_sinks: BodySinks
 
 
 def pending_request_line(request: Request) -> tuple[bytes, bytes] | None:

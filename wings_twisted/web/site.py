@@ -44,10 +44,10 @@ from .console import DeauthorizeUserResource
 from .downloads import download_tree
 from .errors import ErrorResource, JsonResource, NotFound
 from .guard import BearerGuard
-from .request import ApiRequest, SinkFactory
+from .request import ApiRequest, BodySinks, Subtree
 from .servers import ServersBranch
 from .system import SystemResource, UpdateResource
-from .uploads import upload_sink_factory, upload_tree
+from .uploads import upload_tree
 
 _TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
 
@@ -97,16 +97,23 @@ class ApiSite(Site):
 
     requestFactory = ApiRequest
 
-    def __init__(self, resource: IResource, node: Node, *, access_log: bool = False,
-                 reactor: Any = None, **kwargs: Any) -> None:
+    def __init__(self, resource: IResource, node: Node, *, body_sinks: BodySinks | None = None,
+                 access_log: bool = False, reactor: IReactorTime | None = None,
+                 **kwargs: Any) -> None:
+        """
+        :param body_sinks: of the routes below ``resource``, paths relative
+            to it (``build_root`` collects them).
+        :param reactor: runs the connection timers (default: the node's clock).
+        """
         kwargs.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, reactor=reactor if reactor is not None else node.clock,
                          **kwargs)
         self.node = node
         self.access_log = access_log
-        self.body_sinks: dict[tuple[bytes, bytes], SinkFactory] = {
-            (b"POST", b"/upload/file"): upload_sink_factory(node)}
-
+        # (method, absolute path) -> the factory of the object that takes the
+        # request body instead of request.content (ApiRequest.gotLength).
+        self.body_sinks: BodySinks = {(method, b"/" + path): factory for (method, path), factory
+                                      in (body_sinks or {}).items()}
 
     def log(self, request: http.Request) -> None:
         """
@@ -116,16 +123,28 @@ class ApiSite(Site):
             super().log(request)
 
 
-def build_root(node: Node) -> Resource:
+def mount(parent: Resource, name: bytes, subtree: Subtree, body_sinks: BodySinks) -> None:
+    """
+    Put ``subtree`` under ``parent`` as ``name``, and its body sinks into
+    ``body_sinks`` (those of ``parent``) with their paths prefixed by
+    ``name``, so that mounts nest.
+    """
+    parent.putChild(name, subtree.resource)
+    for (method, path), factory in subtree.body_sinks.items():
+        body_sinks[(method, name + b"/" + path if path else name)] = factory
+
+
+def build_root(node: Node) -> Subtree:
     """
     The resource tree, with the one websocket factory every console socket
-    of the node is built by.
+    of the node is built by, and the body sinks of its routes.
     """
     root = JsonResource()
+    body_sinks: BodySinks = {}
     root.putChild(b"api", ApiBranch(node, ConsoleFactory(node)))
     root.putChild(b"download", download_tree(node))
-    root.putChild(b"upload", upload_tree(node))
-    return root
+    mount(root, b"upload", upload_tree(node), body_sinks)
+    return Subtree(root, body_sinks)
 
 
 def build_site(node: Node, *, access_log: bool = False,
@@ -134,4 +153,6 @@ def build_site(node: Node, *, access_log: bool = False,
     The site serving ``node``; its connection timers run on ``reactor``
     (the node's clock when not given).
     """
-    return ApiSite(build_root(node), node, access_log=access_log, reactor=reactor)
+    root = build_root(node)
+    return ApiSite(root.resource, node, body_sinks=root.body_sinks, access_log=access_log,
+                   reactor=reactor)
