@@ -35,6 +35,8 @@ from wings_twisted.tap import environment_factory
 from wings_twisted.panel import PanelClient
 from wings_twisted.web.site import build_site
 
+#: The checkout the tests run from (the daemon under test imports it).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN_ID = "testTokenId00001"
 TOKEN = "test-node-token-0123456789abcdef0123456789abcdef0123456789abcdef"
 SERVER = "8f2a0c1e-3b4d-4e5f-9a6b-7c8d9e0f1a2b"

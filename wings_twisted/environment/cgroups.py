@@ -2,24 +2,11 @@
 Control groups for the local-process environment (lifecycle.md §21.4
 "limits", §20.1 for the numbers).
 
-Everything here is plain synchronous file work on ``/proc`` and the cgroup
-filesystems, meant to be called through ``run_blocking``; nothing imports
-Twisted.  Besides the groups themselves it holds the two other low-level
-pieces the environment needs: the *launcher* every child is spawned through
-(``launcher_argv``) and process-tree accounting from ``/proc``
-(``tree_usage``) for hosts without usable cgroups.
-
-The launcher is a few lines of Python run with the daemon's interpreter
-(``python -I -S -c ...``) before the real command.  In the child, and before
-it execs the command, it: starts a new session (so the whole tree shares one
-process group that signals can reach; a PTY child already has one), makes
-stderr a copy of stdout when asked (merged pipes), writes its own pid into
-each ``cgroup.procs`` file it was given, then drops to the server's gid/uid
-(joining a cgroup needs the daemon's privileges) and asks the kernel for a
-signal should the daemon die.  The game is therefore inside its group from
-its first instruction: there is no window in which it, or anything it
-forks, runs unlimited.  If any step fails the launcher prints
-``wings-twisted: ...`` on stderr and exits 127 without running the command.
+Everything here is plain synchronous file work on the cgroup filesystems,
+meant to be called through ``run_blocking``; nothing imports Twisted.  A
+child joins its group through the launcher (``launcher``) before it runs
+anything; hosts without usable cgroups are measured from ``/proc``
+(``proctree``).
 
 Detection (``detect_cgroups``) reads ``/proc/self/mountinfo`` and prefers,
 in this order:
@@ -62,13 +49,11 @@ CPU pinning (``threads``) and IO weight are not applied.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
-import psutil
 
 from ..config import OverheadConfig
 from . import Limits
@@ -449,127 +434,3 @@ def detect_cgroups(*, name: str = BASE_NAME,
             if host is not None:
                 return host
     return _v1_host(mounts, name)
-
-
-_LAUNCHER = """\
-import json, os, sys
-spec = json.loads(sys.argv[1])
-if spec["pdeathsig"]:
-    import ctypes  # before the privilege drop: the stdlib may be unreadable after
-try:
-    os.setsid()
-except OSError:
-    pass
-try:
-    if spec["merge"]:
-        os.dup2(1, 2)
-    for path in spec["procs"]:
-        with open(path, "w") as f:
-            f.write(str(os.getpid()))
-    if spec["gid"] >= 0 or spec["uid"] >= 0:
-        os.setgroups([])
-    if spec["gid"] >= 0:
-        os.setgid(spec["gid"])
-    if spec["uid"] >= 0:
-        os.setuid(spec["uid"])
-    if spec["pdeathsig"]:
-        ctypes.CDLL(None).prctl(1, spec["pdeathsig"], 0, 0, 0)
-    os.execvp(sys.argv[2], sys.argv[2:])
-except BaseException as e:
-    sys.stderr.write("wings-twisted: cannot start %r: %s\\n" % (sys.argv[2:3], e))
-    sys.stderr.flush()
-    os._exit(127)
-"""
-
-
-def launcher_argv(python: str, *, procs: Sequence[str] = (), uid: int = -1, gid: int = -1,
-                  merge: bool = False, parent_death_signal: int = 0) -> list[str]:
-    """
-    The argv prefix that runs the launcher (module docstring) with
-    ``python``; append the command to run.  ``parent_death_signal``, when
-    set, is what the command receives if the daemon dies
-    (``PR_SET_PDEATHSIG``, set after the privilege drop, which clears it).
-    """
-    spec = json.dumps({"procs": list(procs), "uid": uid, "gid": gid, "merge": merge,
-                       "pdeathsig": parent_death_signal})
-    return [python, "-I", "-S", "-c", _LAUNCHER, spec]
-
-
-def _children(pid: int) -> list[int] | None:
-    try:
-        tids = os.listdir("/proc/{}/task".format(pid))
-    except OSError:
-        return []
-    out: list[int] = []
-    for tid in tids:
-        try:
-            out.extend(int(c) for c in _read("/proc/{}/task/{}/children".format(pid, tid)).split())
-        except FileNotFoundError:
-            if not os.path.exists("/proc/{}/task/{}".format(pid, tid)):
-                continue
-            return None    # kernel without CONFIG_PROC_CHILDREN
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def tree_pids(root: int) -> list[int]:
-    """
-    ``root`` and its descendants (via ``/proc/<pid>/task/*/children``, or a
-    full process scan through psutil where the kernel lacks that file).
-    """
-    seen = [root]
-    index = 0
-    while index < len(seen):
-        kids = _children(seen[index])
-        if kids is None:
-            try:
-                return [root] + [p.pid for p in psutil.Process(root).children(recursive=True)]
-            except psutil.Error:
-                return [root]
-        seen.extend(k for k in kids if k not in seen)
-        index += 1
-    return seen
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def tree_usage(root: int) -> tuple[int, float]:
-    """
-    ``(rss bytes, cpu seconds)`` summed over ``root``'s process tree.  CPU
-    includes the reaped children's time (``cutime``/``cstime``), so the sum
-    does not drop when a child exits.
-    """
-    rss = 0
-    ticks = 0
-    for pid in tree_pids(root):
-        try:
-            stat = _read("/proc/{}/stat".format(pid))
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) < 22:
-            continue
-        ticks += sum(int(f) for f in fields[11:15])
-        rss += int(fields[21]) * _PAGE
-    return rss, ticks / _TICKS
-
-
-def measure_usage(root: int, group: ServerCgroup | None) -> tuple[int, float]:
-    """
-    ``(memory bytes, cpu seconds)`` of a server: from its cgroup where that
-    accounts for it, else summed over the process tree of ``root``.
-    Blocking.
-    """
-    memory = cpu = None
-    if group is not None:
-        memory = group.memory_usage()
-        ns = group.cpu_usage_ns()
-        cpu = None if ns is None else ns / 1e9
-    if memory is None or cpu is None:
-        rss, seconds = tree_usage(root)
-        memory = rss if memory is None else memory
-        cpu = seconds if cpu is None else cpu
-    return memory, cpu

@@ -18,7 +18,7 @@ line-buffered and lines end ``\\r\\n``, and typed commands are echoed as on a
 Docker TTY) or on pipes with stderr merged into stdout.  Its environment is
 the server's variables plus ``HOME=<volume>``, the daemon's ``PATH`` and, on
 a PTY, ``TERM=xterm`` unless set (as Docker does for TTY containers).  It is
-spawned through the launcher of ``cgroups.launcher_argv``: a new session
+spawned through the launcher of ``launcher.launcher_argv``: a new session
 (signals go to the whole process group), the cgroup joined and privileges
 dropped (when the daemon is root and ``uid``/``gid`` are set) before the
 command runs.  When the main process exits, whatever is left of its group
@@ -47,6 +47,12 @@ outlive it: should the daemon die, the main process gets SIGHUP (on a PTY
 the kernel's hangup reaches the whole group too), and with cgroups anything
 left in a server's group is killed before its next start.  After a restart
 ``is_running()`` is false and the server layer starts the server again.
+
+The module is long because ``ProcessEnvironment`` is one cohesive state
+machine around a single child: spawning, output, sampling, stopping and
+tearing down share the same run record and timers, and the pure pieces
+(cgroups, the launcher, ``/proc`` accounting, the install sandbox) already
+live in their own modules.
 """
 
 from __future__ import annotations
@@ -75,8 +81,9 @@ from ..reactor import IReactor
 from .lines import LineSplitter
 from . import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
                IEnvironmentListener, InstallResult, NotAttached)
-from .cgroups import (CgroupHost, ServerCgroup, bounded_memory, cgroup_limits, detect_cgroups,
-                      launcher_argv, measure_usage)
+from .cgroups import CgroupHost, ServerCgroup, bounded_memory, cgroup_limits, detect_cgroups
+from .launcher import launcher_argv
+from .proctree import measure_usage
 from .sandbox import InstallJob, exit_code, kill_group, run_install
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")

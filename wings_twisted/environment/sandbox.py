@@ -38,7 +38,7 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorProcess
@@ -51,7 +51,7 @@ from ..blocking import RunBlocking
 from ..reactor import IReactor
 from .lines import LineSplitter
 from . import InstallResult
-from .cgroups import launcher_argv
+from .launcher import launcher_argv
 
 log = Logger()
 

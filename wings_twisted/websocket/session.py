@@ -50,6 +50,11 @@ Decisions (where the spec is silent or says MAY/SHOULD):
   always precedes the 1001.
 * If the disk-usage refresh of a first ``auth`` fails, the failure is logged
   and the ``stats`` event is still sent with the cached values.
+
+``Session`` is one cohesive state machine (a socket's token, its slot, its
+timers, its inbound pipeline and its outlet share one state); the pure
+pieces it uses are ``limits`` (rate limiting, framing, the outlet) and
+``auth.denials`` (token verdicts), so the module stays whole.
 """
 
 from __future__ import annotations

@@ -200,8 +200,8 @@ class SendfileEligibilityTests(SynchronousTestCase):
         A ``tcp.Connection`` qualifies; a TLS wrapper and a test transport
         do not.
         """
-        from twisted.protocols.tls import TLSMemoryBIOFactory
         from twisted.internet.ssl import CertificateOptions
+        from twisted.protocols.tls import TLSMemoryBIOFactory
 
         from wings_twisted.streams.producers import sendfile_transport
         a, b = socket.socketpair()

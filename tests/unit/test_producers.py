@@ -13,7 +13,12 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from wings_twisted.streams.producers import COPY_CHUNK, FileSpanProducer, ShortFile, Stopped
+from wings_twisted.streams.producers import (
+    COPY_CHUNK,
+    FileSpanProducer,
+    ShortFile,
+    Stopped,
+)
 
 
 @implementer(IConsumer)

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.web.ranges import etag_for, http_date
 
-from .support import SERVER, Harness, mint
+from ..support import SERVER, Harness, mint
 
 BACKUP = "4b1d7c3e-8a2f-4c6d-9e0b-1a2b3c4d5e6f"
 DATA = bytes(range(256)) * 4  # 1000+ bytes: 1024

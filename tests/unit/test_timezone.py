@@ -7,9 +7,14 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.config import config_from_dict
-from wings_twisted.timezone import Sources, TimezoneError, detect_timezone, resolve_timezone
+from wings_twisted.timezone import (
+    Sources,
+    TimezoneError,
+    detect_timezone,
+    resolve_timezone,
+)
 
-from .support import TOKEN
+from ..support import TOKEN
 
 
 def sources(etc: str | None = None, timedatectl: str = "") -> Sources:

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.websocket.limits import (LINE, OTHER, STATS, Admission, MessageLimits, Outbox,
-                                            Outlet, ThrottleRuns, TokenBucket, kind_of)
+from wings_twisted.websocket.limits import (
+    LINE,
+    OTHER,
+    STATS,
+    Admission,
+    MessageLimits,
+    Outbox,
+    Outlet,
+    ThrottleRuns,
+    TokenBucket,
+    kind_of,
+)
 
 
 class TokenBucketTests(SynchronousTestCase):

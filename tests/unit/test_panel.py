@@ -15,7 +15,7 @@ from wings_twisted import __version__
 from wings_twisted.devpanel.faults import Drop, Respond
 from wings_twisted.panel import PanelClient, PanelError
 
-from .support import SERVER, TOKEN, TOKEN_ID, Harness
+from ..support import SERVER, TOKEN, TOKEN_ID, Harness
 
 UUIDS = ["{:08x}-0000-4000-8000-000000000000".format(i) for i in range(1, 4)]
 

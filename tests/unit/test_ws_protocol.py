@@ -23,16 +23,29 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from wings_twisted.auth.denials import Denials
 from wings_twisted.config import config_from_dict
 from wings_twisted.devpanel.tokens import mint_websocket
 from wings_twisted.web.errors import JsonResource
 from wings_twisted.web.site import ApiBranch, ApiSite
-from wings_twisted.auth.denials import Denials
-from wings_twisted.websocket.protocol import ConsoleFactory, ConsoleProtocol, _Backpressure, origin_allowed
+from wings_twisted.websocket.protocol import (
+    ConsoleFactory,
+    ConsoleProtocol,
+    _Backpressure,
+    origin_allowed,
+)
 
-from .support import exchange
-from .test_ws_session import (OTHER_SERVER, OTHER_USER, SERVER, START, TOKEN, USER, FakeActivity,
-                              FakeServer)
+from ..support import exchange
+from .test_ws_session import (
+    OTHER_SERVER,
+    OTHER_USER,
+    SERVER,
+    START,
+    TOKEN,
+    USER,
+    FakeActivity,
+    FakeServer,
+)
 
 PANEL = "http://panel.test"
 WS_PATH = "/api/servers/" + SERVER + "/ws"

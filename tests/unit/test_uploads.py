@@ -12,9 +12,14 @@ from twisted.python.filepath import FilePath
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.web.formdata import base_name, clean_directory, parse_disposition, valid_name
+from wings_twisted.web.formdata import (
+    base_name,
+    clean_directory,
+    parse_disposition,
+    valid_name,
+)
 
-from .support import SERVER, USER, Harness, _Collector, mint
+from ..support import SERVER, USER, Harness, _Collector, mint
 
 BOUNDARY = "----formboundaryXyZ"
 

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from wings_twisted.config import config_from_dict
 from wings_twisted.sysuser import Host, SystemUserError, resolve_system_user
 
-from .support import TOKEN
+from ..support import TOKEN
 
 
 def entry(name: str, uid: int, gid: int) -> pwd.struct_passwd:

@@ -34,9 +34,8 @@ from wings_twisted.devpanel.faults import Respond
 from wings_twisted.devpanel.resource import listen
 from wings_twisted.devpanel.state import DevPanelState
 
-from .support import SERVER, TOKEN, TOKEN_ID, USER, mint
+from ..support import REPO, SERVER, TOKEN, TOKEN_ID, USER, mint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTENING = re.compile(r"ApiSite(?: \(TLS\))? starting on (\d+)")
 TIMEOUT = 30.0
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]

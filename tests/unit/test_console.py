@@ -9,8 +9,15 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.environment.lines import LineSplitter
-from wings_twisted.servers.console import THROTTLE_NOTICE, ConsoleThrottle, DoneMatcher, \
-    daemon_line, env_value, environment_variables, strip_ansi
+from wings_twisted.servers.console import (
+    THROTTLE_NOTICE,
+    ConsoleThrottle,
+    DoneMatcher,
+    daemon_line,
+    env_value,
+    environment_variables,
+    strip_ansi,
+)
 from wings_twisted.servers.events import EventBus, encode_frame
 
 

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from wings_twisted import tap
 from wings_twisted.config import config_from_dict
 
-from .support import TOKEN, make_config
+from ..support import TOKEN, make_config
 
 
 class PluginTests(SynchronousTestCase):

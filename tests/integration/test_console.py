@@ -21,11 +21,11 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from wings_twisted.devpanel import tokens
-from wings_twisted.devpanel.state import DevPanelState
 from wings_twisted.devpanel.resource import listen
+from wings_twisted.devpanel.state import DevPanelState
 
-from .support import SERVER, TOKEN, TOKEN_ID, USER, process_alive
-from .test_integration import REPO, DaemonTestCase
+from ..support import REPO, SERVER, TOKEN, TOKEN_ID, USER, process_alive
+from .test_daemon import DaemonTestCase
 from .wsclient import WsClient
 
 HELPER = "6d7e8f90-1a2b-4c3d-8e4f-5a6b7c8d9e0f"

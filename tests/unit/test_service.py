@@ -14,7 +14,7 @@ from wings_twisted.activity import rfc3339
 from wings_twisted.devpanel.faults import Respond
 from wings_twisted.service import WingsService
 
-from .support import SERVER, USER, Harness
+from ..support import SERVER, USER, Harness
 
 OTHER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"
 

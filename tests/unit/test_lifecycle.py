@@ -16,13 +16,18 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from wings_twisted.servers import crash, install, lifecycle
 from wings_twisted.devpanel.faults import Respond
 from wings_twisted.environment import IEnvironment, InstallResult
-from wings_twisted.servers.power import PowerError, PowerLocked, ServerBusy, UnknownPowerAction
+from wings_twisted.servers import crash, install, lifecycle
+from wings_twisted.servers.power import (
+    PowerError,
+    PowerLocked,
+    ServerBusy,
+    UnknownPowerAction,
+)
 from wings_twisted.servers.store import read_states, restore_action, write_states
 
-from .support import SERVER, TOKEN, FakeEnvironment, Harness
+from ..support import SERVER, TOKEN, FakeEnvironment, Harness
 
 
 def power_of(server: Any, action: str, **kwargs: Any) -> Deferred[None]:

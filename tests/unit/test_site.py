@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from wings_twisted import __version__
 from wings_twisted.config import load_config, write_config
 
-from .support import SERVER, TOKEN, Harness
+from ..support import SERVER, TOKEN, Harness
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 OTHER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"

@@ -14,13 +14,13 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from wings_twisted.auth.denials import Denials
 from wings_twisted.config import Config, config_from_dict
 from wings_twisted.devpanel.tokens import TokenUser, mint_websocket
 from wings_twisted.environment import NotAttached
 from wings_twisted.servers.events import EventBus
 from wings_twisted.servers.occupancy import Occupancy
 from wings_twisted.servers.power import LOCK_BUSY_TEXT, PowerError, PowerLocked
-from wings_twisted.auth.denials import Denials
 from wings_twisted.websocket.limits import parse_message
 from wings_twisted.websocket.session import GENERIC_ERROR, Session
 

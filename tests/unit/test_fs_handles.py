@@ -22,15 +22,6 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_fs import (
-    _PROFILE,
-    _SUFFIXES,
-    _Sandbox,
-    _layout,
-    _layout_paths,
-    _paths,
-    _renameat2_exchange,
-)
 from wings_twisted.fs import (
     AlreadyExists,
     Denied,
@@ -41,6 +32,16 @@ from wings_twisted.fs import (
     QuotaExceeded,
     SpecialFile,
     Volume,
+)
+
+from .test_fs import (
+    _PROFILE,
+    _SUFFIXES,
+    _layout,
+    _layout_paths,
+    _paths,
+    _renameat2_exchange,
+    _Sandbox,
 )
 
 #: A uid:gid that is not the test's own when it runs as root, so that the chown shows.
@@ -568,10 +569,10 @@ class SetstatTests(SynchronousTestCase):
                 NotFound, self.volume.setstat, name, mode=0o777, size=0, atime_mtime=(1.0, 1.0)
             )
             self.assertRaises(NotFound, self.volume.setstat, name, mode=0o777)
-        for path, st in before.items():
+        for path, recorded in before.items():
             after = os.lstat(path)
             self.assertEqual((after.st_mode, after.st_size, after.st_mtime_ns),
-                             (st.st_mode, st.st_size, st.st_mtime_ns))
+                             (recorded.st_mode, recorded.st_size, recorded.st_mtime_ns))
 
     def test_escaping_and_root(self) -> None:
         """

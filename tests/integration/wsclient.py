@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    connectWS,
+)
 from twisted.internet.defer import Deferred, DeferredQueue
 
 

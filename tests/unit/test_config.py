@@ -25,9 +25,11 @@ from wings_twisted.config import (
     write_config,
 )
 
+from ..support import REPO
+
 TOKEN = "s3cret-node-token"
 
-EXAMPLE = FilePath(__file__).parent().sibling("conf").child("config.example.yml")
+EXAMPLE = FilePath(REPO).child("conf").child("config.example.yml")
 
 # config.md §6.1, as the Panel generates it.
 PANEL_GENERATED = """\

@@ -24,13 +24,24 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from wings_twisted.blocking import run_inline
-from wings_twisted.environment import (EnvironmentError, EnvironmentSettings, IEnvironment,
-                                       IEnvironmentListener, Limits, NotAttached, StopConfig)
+from wings_twisted.environment import (
+    EnvironmentError,
+    EnvironmentSettings,
+    IEnvironment,
+    IEnvironmentListener,
+    Limits,
+    NotAttached,
+    StopConfig,
+)
 from wings_twisted.environment.cgroups import CgroupHost, detect_cgroups
-from wings_twisted.environment.process import (ProcessEnvironment, parse_signal,
-                                               render_invocation, stop_signal)
+from wings_twisted.environment.process import (
+    ProcessEnvironment,
+    parse_signal,
+    render_invocation,
+    stop_signal,
+)
 
-from .support import kill_quietly, make_config, process_alive
+from ..support import kill_quietly, make_config, process_alive
 
 TIMEOUT = 8.0
 TEST_BASE = "wings-twisted-test"
