@@ -19,30 +19,28 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from .. import fs
-from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE
+from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE, TokenKind
+from ..node import Node
 from ..servers.server import CANONICAL_UUID, Server
 from ..streams.producers import FileSpanProducer, ShortFile, Stopped
-from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, render_async, write_json
+from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, write_json
 from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,
                      evaluate_range, http_date)
+from .request import ApiRequest, abort_connection, query_arg
 from .signed import consume_token, verify_signed_token
 
 log = Logger()
 
 BACKUP_NOT_FOUND = "The requested backup was not found on this server."
 EXPOSE_HEADERS = b"Content-Disposition, Content-Range, Accept-Ranges, ETag, Last-Modified"
-
-
-def _first_arg(request: Any, name: bytes) -> bytes | None:
-    values = request.args.get(name)
-    return values[0] if values else None
 
 
 class _DownloadResource(JsonResource):
@@ -52,23 +50,23 @@ class _DownloadResource(JsonResource):
     """
 
     isLeaf = True
-    kind: Any = None
+    kind: TokenKind
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
         self._node = node
 
-    def render_GET(self, request: Any) -> int | bytes:
+    async def render_GET(self, request: ApiRequest) -> int | bytes:
         """
         Stream the file (200, 206) or refuse (403, 404, 416, 400).
         """
-        return render_async(request, lambda: self._serve(request, head=False))
+        return await self._serve(request, head=False)
 
-    def render_HEAD(self, request: Any) -> int | bytes:
+    async def render_HEAD(self, request: ApiRequest) -> int | bytes:
         """
         The headers of the full 200 GET, no body, token not consumed.
         """
-        return render_async(request, lambda: self._serve(request, head=True))
+        return await self._serve(request, head=True)
 
     async def open(self, server: Server, claims: dict[str, Any]) -> tuple[int, os.stat_result, str]:
         """
@@ -76,10 +74,10 @@ class _DownloadResource(JsonResource):
         """
         raise NotImplementedError
 
-    async def _serve(self, request: Any, *, head: bool) -> Any:
+    async def _serve(self, request: ApiRequest, *, head: bool) -> int | bytes:
         node = self._node
         request.setHeader(b"Access-Control-Expose-Headers", EXPOSE_HEADERS)
-        claims, server = verify_signed_token(node, _first_arg(request, b"token"), self.kind)
+        claims, server = verify_signed_token(node, query_arg(request, b"token"), self.kind)
         ranges = request.requestHeaders.getRawHeaders(b"Range")
         if not head:
             consume_token(node, request, claims, is_range=ranges is not None, resumable=True)
@@ -103,8 +101,8 @@ class _DownloadResource(JsonResource):
                                              lambda f: self._stream_failed(request, f))
         return NOT_DONE_YET
 
-    def _headers(self, request: Any, st: os.stat_result, name: str,
-                 ranges: list[bytes] | None, *, head: bool) -> bytes | tuple[int, int]:
+    def _headers(self, request: ApiRequest, st: os.stat_result, name: str,
+                 ranges: Sequence[bytes] | None, *, head: bool) -> bytes | tuple[int, int]:
         """
         Decide the status and set the headers from the ``fstat`` of the open
         file: the ``(offset, length)`` to stream, or the whole answer as bytes
@@ -136,7 +134,7 @@ class _DownloadResource(JsonResource):
         request.setHeader(b"Content-Length", b"%d" % length)
         return b"" if head else (offset, length)
 
-    def _stream_failed(self, request: Any, failure: Any) -> None:
+    def _stream_failed(self, request: ApiRequest, failure: Failure) -> None:
         if failure.check(Stopped):
             return
         if failure.check(ShortFile):
@@ -145,7 +143,7 @@ class _DownloadResource(JsonResource):
         else:
             log.failure("Download failed ({request_id})", failure, request_id=request.request_id)
         if not request.gone:
-            request.channel.transport.abortConnection()
+            abort_connection(request)
 
 
 class FileDownloadResource(_DownloadResource):
@@ -209,7 +207,7 @@ def _open_first_regular(paths: list[str]) -> tuple[int, os.stat_result] | None:
     return None
 
 
-def download_tree(node: Any) -> Resource:
+def download_tree(node: Node) -> Resource:
     """
     The ``/download`` resource with its two children.
     """

@@ -14,7 +14,7 @@ and scripts match on them.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Coroutine, Mapping, cast
+from typing import Any, Callable, Coroutine, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import fs
 from ..servers.occupancy import WriteGuarded
+from .request import abort_connection
 
 log = Logger()
 
@@ -185,7 +186,7 @@ def render_failure(request: Request, failure: Failure) -> None:
         return
     if request.startedWriting:
         # Headers are gone; the only honest signal left is a broken connection.
-        cast(Any, request.channel).transport.abortConnection()
+        abort_connection(request)
         return
     body = error_body(request, error)
     if request.method != b"HEAD":

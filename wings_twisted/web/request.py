@@ -23,6 +23,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, cast
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import ITCPTransport
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -91,6 +92,25 @@ def query_arg(request: Request, name: bytes) -> bytes | None:
     args: dict[bytes, list[bytes]] = request.args or {}
     values = args.get(name)
     return values[0] if values else None
+
+
+def transport_of(request: Request) -> ITCPTransport:
+    """
+    The connection a request arrived on (a TCP or UNIX stream transport).
+    """
+    transport = getattr(request.channel, "transport", None)
+    if transport is None:
+        raise RuntimeError("the request's connection is gone")
+    return cast(ITCPTransport, transport)
+
+
+def abort_connection(request: Request) -> None:
+    """
+    Drop the request's connection at once (a body that can no longer be
+    sent correctly): the only honest signal once the headers are gone.
+    """
+    if getattr(request.channel, "transport", None) is not None:
+        transport_of(request).abortConnection()
 
 
 def strip_slash(value: str) -> str:

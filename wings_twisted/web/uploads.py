@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
@@ -46,10 +47,11 @@ from twisted.web.http import RESPONSES
 from ..auth import UPLOAD
 from ..servers.server import Server
 from ..streams.spool import Spool
-from .errors import ApiError, BadRequest, JsonResource, render_async, to_api_error
+from .errors import ApiError, BadRequest, JsonResource, to_api_error
 from .formdata import (base_name, clean_directory, latin1_to_text, multipart_boundary,
                        part_file, valid_name)
-from .request import Subtree
+from ..node import Node
+from .request import ApiRequest, Subtree, transport_of
 from .signed import consume_token, verify_signed_token
 
 log = Logger()
@@ -69,7 +71,7 @@ class UploadSink:
     writes them into the volume; see the module docstring.
     """
 
-    def __init__(self, node: Any, request: Any, uri: bytes, length: int | None) -> None:
+    def __init__(self, node: Node, request: ApiRequest, uri: bytes, length: int | None) -> None:
         self._node = node
         self._request = request
         self._received = 0
@@ -104,7 +106,8 @@ class UploadSink:
             return
         self._spool = Spool(node.run_blocking)
         # The spool pauses the connection while the disk lags behind.
-        self._spool.registerProducer(request.channel.transport, True)
+        # A TCP transport is a push producer (it pauses its reads).
+        self._spool.registerProducer(cast(IPushProducer, transport_of(request)), True)
 
     def _check_headers(self, token: bytes) -> None:
         node = self._node
@@ -273,7 +276,7 @@ class UploadSink:
                 lines.append(name + b": " + value)
         lines += [b"Content-Type: application/json; charset=utf-8",
                   b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
-        transport = request.channel.transport
+        transport = transport_of(request)
         transport.write(b"\r\n".join(lines) + body)
         transport.loseConnection()
 
@@ -311,32 +314,32 @@ class UploadResource(JsonResource):
 
     isLeaf = True
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
         self._node = node
 
-    def render_POST(self, request: Any) -> Any:
+    async def render_POST(self, request: ApiRequest) -> bytes:
         """
         Answer once the streamed parts have been written.
         """
         sink = request.content
         if not isinstance(sink, UploadSink):  # pragma: no cover - wiring error
             raise RuntimeError("upload body was not streamed")
-        return render_async(request, sink.result)
+        return await sink.result()
 
 
-def upload_sink_factory(node: Any) -> Callable[[Any, bytes, int | None], UploadSink]:
+def upload_sink_factory(node: Node) -> Callable[[ApiRequest, bytes, int | None], UploadSink]:
     """
     The body-sink factory of ``POST /upload/file``.
     """
 
-    def make(request: Any, uri: bytes, length: int | None) -> UploadSink:
+    def make(request: ApiRequest, uri: bytes, length: int | None) -> UploadSink:
         return UploadSink(node, request, uri, length)
 
     return make
 
 
-def upload_tree(node: Any) -> Subtree:
+def upload_tree(node: Node) -> Subtree:
     """
     The ``/upload`` resource, and the body sink its ``file`` route needs.
     """
