@@ -167,7 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     react(lambda reactor: Deferred.fromCoroutine(_serve(reactor, state, description)))
-    return 0
 
 
 if __name__ == "__main__":

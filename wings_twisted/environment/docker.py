@@ -325,7 +325,8 @@ class DockerClient:
         """
         if self._pool is None:
             return succeed(None)
-        return self._pool.closeCachedConnections()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
 
     async def request(self, method: str, path: str, *,
                       timeout: float | None = None) -> tuple[int, Any, bytes]:

@@ -362,7 +362,8 @@ class ProcessEnvironment:
             if host is not None:
                 self._log.info("Process limits use {host}", host=host.describe())
             self._cgroups = host
-        return None if self._cgroups == "detect" else self._cgroups
+        source = self._cgroups
+        return source if isinstance(source, CgroupHost) else None
 
     def _prepare(self, settings: EnvironmentSettings,
                  host: CgroupHost | None) -> tuple[str, ServerCgroup | None, int]:

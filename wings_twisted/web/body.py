@@ -7,7 +7,7 @@ Reading JSON request bodies (api.md §2.10): parsed whatever the
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import IO, Any
 
 from twisted.web.server import Request
 
@@ -21,7 +21,7 @@ def read_json(request: Request) -> Any:
     """
     The decoded JSON body of ``request``.
     """
-    content = request.content
+    content: IO[bytes] | None = request.content
     if content is None:
         raise BadRequest(EMPTY_BODY)
     content.seek(0)

@@ -28,6 +28,8 @@ from .request import abort_connection
 
 log = Logger()
 
+#: ``NOT_DONE_YET`` with its type (Twisted's constant is untyped).
+NOT_DONE: int = NOT_DONE_YET
 GENERIC_MESSAGE = "An unexpected error was encountered while processing this request"
 NOT_FOUND_ON_SERVER = "The requested resource was not found on this server."
 DOES_NOT_EXIST = "The requested resource does not exist on this instance."
@@ -236,7 +238,7 @@ def _render_value(request: Request, value: Any, *, finish: bool) -> int | bytes:
     Render a handler's plain value; finish the request when asynchronous.
     """
     if value is NOT_DONE_YET:
-        return NOT_DONE_YET
+        return NOT_DONE
     if value is None:
         body = b""
         if request.code == 200:

@@ -195,7 +195,8 @@ class ApiRequest(Request):
         """
         The shared daemon state of the site this request arrived on.
         """
-        return cast(Any, self.channel).site.node
+        node: Node = cast(Any, self.channel).site.node
+        return node
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -214,7 +215,7 @@ class ApiRequest(Request):
             super().gotLength(length)
             return
         self.content = sink  # type: ignore[assignment]  # a file-like sink, see BodySink
-        transport = self.channel.transport
+        transport: object = self.channel.transport
         if isinstance(transport, tcp.Connection):
             # Streamed bodies are large: read them in bigger pieces (fewer
             # trips through the HTTP channel per GiB).  tcp.Connection.doRead

@@ -87,7 +87,8 @@ class ApiBranch(JsonResource):
         """
         ``/api`` itself: authenticate, then 404.
         """
-        return self.getChild(b"", request).render(request)
+        result: int | bytes = self.getChild(b"", request).render(request)
+        return result
 
 
 class ApiSite(Site):

@@ -143,6 +143,9 @@ class UploadSink:
         """
         return b""
 
+    def _current_failure(self) -> Failure | None:
+        return self._spool.failure if self._spool is not None else None
+
     def write(self, data: bytes) -> None:
         """
         One chunk of the request body.
@@ -153,15 +156,18 @@ class UploadSink:
             return
         spool, parser = self._spool, self._parser
         assert spool is not None and parser is not None  # set whenever there is no error
-        if spool.failure is not None:
-            self._spool_failed(spool.failure)
+        failure = spool.failure
+        if failure is not None:
+            self._spool_failed(failure)
             self._discard(len(data))
             return
         try:
             for event in parser.parse(data):
                 self._event(event)
-                if spool.failure is not None:  # a job failed at once (inline worker)
-                    self._spool_failed(spool.failure)
+                # A job may have failed at once (an inline worker in tests).
+                failure = self._current_failure()
+                if failure is not None:
+                    self._spool_failed(failure)
                     break
         except MultipartError:
             self._fail(BadRequest(FORM_ERROR))
@@ -322,7 +328,7 @@ class UploadResource(JsonResource):
         """
         Answer once the streamed parts have been written.
         """
-        sink = request.content
+        sink: object = request.content
         if not isinstance(sink, UploadSink):  # pragma: no cover - wiring error
             raise RuntimeError("upload body was not streamed")
         return await sink.result()
