@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import psutil
-from treq.testing import StubTreq
+from treq.testing import HasHeaders, RequestSequence, StringStubbingResource, StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -430,3 +430,54 @@ def process_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@dataclass
+class Expect:
+    """
+    One request a scripted peer expects (``ScriptedPeer``) and its answer.
+    ``headers`` need only be a subset of what is sent; ``data`` is compared
+    exactly (``None`` accepts any body).
+    """
+
+    method: str
+    url: str
+    status: int = 200
+    body: bytes = b""
+    params: Mapping[bytes, list[bytes]] = field(default_factory=dict)
+    headers: Mapping[bytes, list[bytes]] = field(default_factory=dict)
+    data: bytes | None = b""
+    answer_headers: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+class _AnyBody:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, bytes)
+
+
+class ScriptedPeer:
+    """
+    A remote HTTP peer that answers exactly the listed requests, in order
+    (treq's ``RequestSequence``): an S3 endpoint behind presigned URLs, a
+    transfer destination, the Engine API.  Client code under test gets
+    ``peer.treq`` as its ``HTTPClient``; ``with peer.consumed(self.fail):``
+    around the exchange fails the test on an unexpected request or one left
+    unsent.  Synchronous: call ``peer.treq.flush()`` to deliver answers.
+    """
+
+    def __init__(self, steps: list[Expect]) -> None:
+        self.failures: list[str] = []
+        self.sequence = RequestSequence(
+            [((step.method.lower().encode("ascii"), step.url, dict(step.params),
+               HasHeaders(dict(step.headers)), _AnyBody() if step.data is None else step.data),
+              (step.status, dict(step.answer_headers), step.body)) for step in steps],
+            self.failures.append)
+        self.treq = StubTreq(StringStubbingResource(self.sequence))
+
+    def consumed(self, fail: Any) -> Any:
+        """
+        A context manager that fails through ``fail`` unless every step was
+        requested, in order, and nothing else was.
+        """
+        return self.sequence.consume(fail)
+

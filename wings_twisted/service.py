@@ -173,7 +173,7 @@ class WingsService(MultiService):
         except Exception:
             log.failure("Restoring the state of {uuid} failed", uuid=server.uuid)
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[Any]:
         """
         Record the states, stop every process, then the children.
         """

@@ -226,12 +226,13 @@ class _Listener(Service):
         super().startService()
         self.inner.startService()
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[None] | None:
         """
         Stop listening.
         """
         super().stopService()
-        return self.inner.stopService()
+        stopped: Deferred[None] | None = self.inner.stopService()
+        return stopped
 
 
 def _stopped(cooperator: Cooperator) -> Deferred[None]:
