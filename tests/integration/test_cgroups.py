@@ -1,8 +1,6 @@
 """
-Tests for ``wings_twisted.environment.cgroups``: the limit arithmetic,
-detection and limit writing on fake cgroup trees (plain directories), the
-process-tree accounting, and detection on the real host (root only; required
-under ``CI``).
+The launcher and ``/proc`` accounting with real child processes, and cgroup
+detection on the real host (root only; required under ``CI``).
 """
 
 from __future__ import annotations

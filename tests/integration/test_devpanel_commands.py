@@ -1,9 +1,6 @@
 """
-Tests for ``wings_twisted.devpanel`` (the development Panel) and
-``wings_twisted.devpanel.examplegame``.
-
-The resource is driven in memory through ``treq.testing.StubTreq`` with a
-``Clock``; the command line and the example game run as bounded
+The development Panel's command line (``python -m wings_twisted.devpanel``)
+and the example game (``wings_twisted.devpanel.examplegame``) run as bounded
 subprocesses.
 """
 

@@ -1,13 +1,8 @@
 """
-Tests for the Docker Engine API client (``wings_twisted.environment.docker``) and for
-``GET /api/system?v=2`` with the Docker driver (api.md §3.1, config.md §5).
-
-The unit tests talk to a fake engine served in memory (``FakeEngine``
-through ``treq.testing.StubTreq``) or to a ``MemoryReactorClock``.  The
-integration tests at the end use the real reactor: an unreachable unix
-socket, and podman's Docker-compatible API started with
-``shared/tools/podman-engine.sh`` (bounded, stopped in a cleanup; skipped
-only outside CI when podman cannot be installed).
+The Docker Engine API client against real engines on the real reactor: an
+unreachable unix socket, and podman's Docker-compatible API (bounded,
+stopped in a cleanup; skipped only outside CI when podman cannot be
+installed).  The unit half is ``tests/unit/test_docker.py``.
 """
 
 from __future__ import annotations

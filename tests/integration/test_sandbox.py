@@ -1,9 +1,8 @@
 """
-Tests for install scripts in the local-process environment
-(``wings_twisted.environment.sandbox`` and ``ProcessEnvironment.run_installer``):
-the command lines, the script file, and real runs under bubblewrap,
-``unshare`` and without a sandbox.  Runs that need bwrap or root skip without
-them, except under ``CI`` where they fail.
+Install scripts of the local-process environment run for real
+(``ProcessEnvironment.run_installer``): under bubblewrap, ``unshare`` and
+without a sandbox.  Runs that need bwrap or root skip without them, except
+under ``CI`` where they fail.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """
-Tests for ``wings_twisted.devpanel`` (the development Panel) and
-``wings_twisted.devpanel.examplegame``.
-
-The resource is driven in memory through ``treq.testing.StubTreq`` with a
-``Clock``; the command line and the example game run as bounded
-subprocesses.
+Tests for ``wings_twisted.devpanel`` (the development Panel), driven in
+memory through ``treq.testing.StubTreq`` with a ``Clock``.  Its command line
+and the example game: ``tests/integration/test_devpanel_commands.py``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """
 Tests for the Docker Engine API client (``wings_twisted.environment.docker``) and for
-``GET /api/system?v=2`` with the Docker driver (api.md §3.1, config.md §5).
-
-The unit tests talk to a fake engine served in memory (``FakeEngine``
-through ``treq.testing.StubTreq``) or to a ``MemoryReactorClock``.  The
-integration tests at the end use the real reactor: an unreachable unix
-socket, and podman's Docker-compatible API started with
-``shared/tools/podman-engine.sh`` (bounded, stopped in a cleanup; skipped
-only outside CI when podman cannot be installed).
+``GET /api/system?v=2`` with the Docker driver (api.md §3.1, config.md §5),
+against a fake engine served in memory (``FakeEngine`` through
+``treq.testing.StubTreq``) or a ``MemoryReactorClock``.  Real engines:
+``tests/integration/test_docker_engine.py``.
 """
 
 from __future__ import annotations

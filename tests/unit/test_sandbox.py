@@ -1,9 +1,7 @@
 """
-Tests for install scripts in the local-process environment
-(``wings_twisted.environment.sandbox`` and ``ProcessEnvironment.run_installer``):
-the command lines, the script file, and real runs under bubblewrap,
-``unshare`` and without a sandbox.  Runs that need bwrap or root skip without
-them, except under ``CI`` where they fail.
+The install sandbox's command lines and script files
+(``wings_twisted.environment.sandbox``), without running anything.  Real
+runs: ``tests/integration/test_sandbox.py``.
 """
 
 from __future__ import annotations
