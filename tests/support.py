@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import psutil
 from treq.testing import HasHeaders, RequestSequence, StringStubbingResource, StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import fail, succeed
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
-from twisted.internet.defer import fail, succeed
 from twisted.test import iosim
 from zope.interface import implementer
 
@@ -27,12 +29,17 @@ from wings_twisted.blocking import run_inline
 from wings_twisted.config import Config, config_from_dict
 from wings_twisted.devpanel.resource import build_resource
 from wings_twisted.devpanel.state import DevPanelState
-from wings_twisted.environment import STATES, EnvironmentError, IEnvironment, InstallResult, \
-    NotAttached
+from wings_twisted.environment import (
+    STATES,
+    EnvironmentError,
+    IEnvironment,
+    InstallResult,
+    NotAttached,
+)
 from wings_twisted.node import Node
+from wings_twisted.panel import PanelClient
 from wings_twisted.servers.build import build_server
 from wings_twisted.tap import environment_factory
-from wings_twisted.panel import PanelClient
 from wings_twisted.web.site import build_site
 
 #: The checkout the tests run from (the daemon under test imports it).
@@ -410,6 +417,25 @@ class FakeEnvironment:
         for line in self.install_lines:
             on_line(line)
         return succeed(self.install_result)
+
+
+def unix_socket_at(path: str) -> socket.socket:
+    """
+    A bound UNIX socket whose file is at ``path``, however long the path
+    (``bind`` takes at most 107 bytes: bind in a short directory, then
+    rename the socket file into place).  The caller closes it.
+    """
+    scratch = tempfile.mkdtemp(prefix="wt-", dir="/tmp")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(os.path.join(scratch, "s"))
+        os.rename(os.path.join(scratch, "s"), path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.rmdir(scratch) if not os.listdir(scratch) else None
+    return sock
 
 
 def kill_quietly(pid: int) -> None:

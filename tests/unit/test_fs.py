@@ -13,7 +13,6 @@ import errno
 import hashlib
 import os
 import shutil
-import socket
 import stat
 import threading
 from typing import Callable
@@ -38,6 +37,8 @@ from wings_twisted.fs import (
     Volume,
     clean_path,
 )
+
+from ..support import unix_socket_at
 
 settings.register_profile(
     "wings-fs",
@@ -315,9 +316,8 @@ class OpenReadTests(SynchronousTestCase):
         """
         A UNIX socket is L{SpecialFile}.
         """
-        sock = socket.socket(socket.AF_UNIX)
+        sock = unix_socket_at(self.root.child("sock").path)
         self.addCleanup(sock.close)
-        sock.bind(self.root.child("sock").path)
         self.assertRaises(SpecialFile, self.volume.open_read, "sock")
 
     def test_denylist(self) -> None:

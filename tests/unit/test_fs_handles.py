@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import stat
 import threading
 from typing import Any, Callable
@@ -34,6 +33,7 @@ from wings_twisted.fs import (
     Volume,
 )
 
+from ..support import unix_socket_at
 from .test_fs import (
     _PROFILE,
     _SUFFIXES,
@@ -338,9 +338,8 @@ class OpenFileTests(SynchronousTestCase):
         """
         A UNIX socket is L{SpecialFile}.
         """
-        sock = socket.socket(socket.AF_UNIX)
+        sock = unix_socket_at(self.root.child("sock").path)
         self.addCleanup(sock.close)
-        sock.bind(self.root.child("sock").path)
         self.assertRaises(SpecialFile, self.volume.open_file, "sock")
         self.assertRaises(SpecialFile, self.volume.open_file, "sock", write=True)
 
