@@ -44,14 +44,17 @@ _NO_BODY = object()
 class PanelError(Exception):
     """
     The panel answered with an error status (panel.md §1.3), or could not be
-    reached at all (``status`` 0).
+    reached at all (``status`` 0).  ``url`` is the address called (without
+    the query), when known: start-up errors name it.
     """
 
     def __init__(self, status: int, code: str = "_MissingResponseCode",
-                 detail: str = "No error response returned from API endpoint.") -> None:
+                 detail: str = "No error response returned from API endpoint.",
+                 url: str | None = None) -> None:
         self.status = status
         self.code = code
         self.detail = detail
+        self.url = url
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -134,18 +137,19 @@ class PanelClient:
             except CancelledError:
                 raise
             except Exception as e:
-                error = PanelError(0, "_TransportError", str(e) or e.__class__.__name__)
+                error = PanelError(0, "_TransportError", _transport_detail(e), url=url)
             else:
                 if 200 <= status < 300:
                     return status, content
                 error = PanelError.from_response(status, content)
+                error.url = url
                 if 400 <= status < 500:
                     raise error
             wait = self._wait(retry)
             if self._clock.seconds() + wait - started > BUDGET:
                 raise error
-            log.warn("Panel call {method} {path} failed ({error}); retrying in {wait:.1f}s",
-                     method=method, path=path, error=str(error), wait=wait)
+            log.warn("Panel call {method} {url} failed ({error}); retrying in {wait:.1f}s",
+                     method=method, url=url, error=str(error), wait=wait)
             retry += 1
             await deferLater(self._clock, wait, lambda: None)
 
@@ -157,7 +161,8 @@ class PanelClient:
         try:
             return json.loads(content)
         except ValueError:
-            raise PanelError(status, "_InvalidJSON", "The panel answered with invalid JSON.")
+            raise PanelError(status, "_InvalidJSON", "The panel answered with invalid JSON.",
+                             url=self.base + "/api/remote" + path)
 
     async def get_servers(self, per_page: int = 50) -> list[Mapping[str, Any]]:
         """
@@ -218,6 +223,17 @@ class PanelClient:
         Ship activity records (panel.md §6.3).
         """
         await self.request("POST", "/activity", body={"data": list(records)})
+
+
+def _transport_detail(error: Exception) -> str:
+    """
+    One line for a failed attempt: the reasons Twisted wraps in
+    ``ResponseNeverReceived`` and friends, not their ``repr``.
+    """
+    reasons = getattr(error, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(str(r.getErrorMessage()) for r in reasons)
+    return str(error) or error.__class__.__name__
 
 
 def _int(value: Any, default: int) -> int:

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .node import Node
+from .panel import PanelError
 from .servers.build import build_server
 from .servers.lifecycle import SyncError, power, sync
 from .servers.power import PowerError
@@ -191,8 +192,22 @@ class WingsService(MultiService):
         return d
 
     def _boot_failed(self, failure: Failure) -> None:
-        log.failure("failed to load server configurations", failure)
-        self._fatal("failed to load server configurations: {}".format(failure.getErrorMessage()))
+        """
+        End the daemon: a Panel that refused or could not be reached is one
+        line naming the URL and the answer (no traceback); anything else is
+        a bug and logged with its traceback.
+        """
+        error = failure.value
+        if isinstance(error, PanelError):
+            url = error.url or self.node.panel.base + "/api/remote/servers"
+            log.critical("failed to load server configurations from {url}: {error}",
+                         url=url, error=str(error))
+            message = "failed to load server configurations from {}: {}".format(url, error)
+        else:
+            message = "failed to load server configurations: {}".format(
+                failure.getErrorMessage())
+            log.failure("failed to load server configurations", failure)
+        self._fatal(message)
 
 
 async def _stop_at_shutdown(server: Server) -> None:

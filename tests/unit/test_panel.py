@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted import __version__
 from wings_twisted.devpanel.faults import Drop, Respond
-from wings_twisted.panel import PanelClient, PanelError
+from wings_twisted.panel import PanelClient, PanelError, _transport_detail
 
 from ..support import SERVER, TOKEN, TOKEN_ID, Harness
 
@@ -90,7 +93,23 @@ class PanelClientTests(SynchronousTestCase):
         self.assertEqual(failure.value.status, 404)
         self.assertIn("Error response from Panel: ", str(failure.value))
         self.assertIn("(HTTP/404)", str(failure.value))
+        self.assertEqual(failure.value.url,
+                         "http://panel.test/api/remote/servers/00000000-0000-4000-8000-00000000dead")
         self.assertEqual(len(self.h.state.received), 1)
+
+    def test_transport_error_is_readable(self) -> None:
+        """
+        A failed attempt is described by the reasons Twisted wraps, in one
+        line, with the URL it was for.
+        """
+        self.h.state.faults.add("GET", "/servers/" + SERVER, *[Drop()] * 100)
+        failure = self.drive(self.panel.get_server(SERVER))
+        self.assertEqual(failure.value.status, 0)
+        self.assertEqual(failure.value.url, "http://panel.test/api/remote/servers/" + SERVER)
+        self.assertNotIn("Failure", str(failure.value))
+        lost = ConnectionLost("reset")
+        error = ResponseNeverReceived([Failure(lost)])
+        self.assertEqual(_transport_detail(error), str(lost))
 
     def test_budget(self) -> None:
         """

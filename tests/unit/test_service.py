@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.activity import rfc3339
-from wings_twisted.devpanel.faults import Respond
+from wings_twisted.devpanel.faults import Drop, Respond
 from wings_twisted.service import WingsService
 
 from ..support import SERVER, USER, Harness
@@ -64,13 +66,37 @@ class BootTests(SynchronousTestCase):
 
     def test_listing_failure_is_fatal(self) -> None:
         """
-        A refused listing ends the daemon through ``fatal``.
+        A refused listing ends the daemon through ``fatal`` with one
+        critical line naming the URL and the Panel's answer, and no
+        traceback.
         """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.h.state.faults.add("GET", "/servers", Respond(403))
         self.start()
+        line = ("failed to load server configurations from http://panel.test/api/remote/servers: "
+                "Error response from Panel: AccessDeniedHttpException: Injected fault (403). "
+                "(HTTP/403)")
+        self.assertEqual(self.fatal, [line])
+        critical = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual([formatEvent(e) for e in critical], [line])
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+
+    def test_unreachable_panel_is_one_line(self) -> None:
+        """
+        A Panel that cannot be reached is retried for the 30 s budget, then
+        ends the daemon with one critical line naming the URL and the reason.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.h.state.faults.add("GET", "/servers", *[Drop()] * 100)
+        self.start()
         self.assertEqual(len(self.fatal), 1)
-        self.assertIn("failed to load server configurations", self.fatal[0])
-        self.flushLoggedErrors()
+        self.assertTrue(self.fatal[0].startswith(
+            "failed to load server configurations from http://panel.test/api/remote/servers: "
+            "Panel unreachable: "), self.fatal[0])
+        self.assertNotIn("\n", self.fatal[0])
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.critical],
+                         self.fatal)
+        self.assertEqual([e for e in events if "log_failure" in e], [])
 
     def test_token_purge_job(self) -> None:
         """
