@@ -2,9 +2,9 @@
 The configuration's schema: one frozen dataclass per section of
 ``config.yml`` and :class:`Config` for the whole file.
 
-The file format is the Pterodactyl Wings one (``spec/config.md``): every key
-Wings reads, with the same meaning and default, plus the fork keys (§9, §10)
-and this project's keys (§11).  The ``docker`` section lives in
+The file format is the Pterodactyl Wings one (``docs/spec/config.md``):
+every key Wings reads, with the same meaning and default, plus the fork keys
+(§9, §10) and this project's keys (§11).  The ``docker`` section lives in
 :mod:`.docker`.  Attribute names are the YAML keys; the few keys that are not
 snake_case in the file have snake_case attributes:
 
