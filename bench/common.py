@@ -280,6 +280,8 @@ class Daemon:
             "environment": {"driver": "process"},
         }
         config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        # Never write /etc/logrotate.d/wings from a benchmark.
+        config["system"]["enable_log_rotate"] = False
         # An existing account: as root the daemon would otherwise create "pterodactyl",
         # which cannot run an interpreter under a private home such as /root.
         import pwd

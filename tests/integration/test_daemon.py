@@ -96,6 +96,8 @@ class DaemonTestCase(TestCase):
         }
         # An existing account: the daemon would otherwise create "pterodactyl".
         config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
+        # Tests never write /etc/logrotate.d/wings.
+        config["system"]["enable_log_rotate"] = False
         path = os.path.join(base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
