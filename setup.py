@@ -18,6 +18,7 @@ setup(
     packages=[
         "wings_twisted",
         "wings_twisted.auth",
+        "wings_twisted.cli",
         "wings_twisted.config",
         "wings_twisted.devpanel",
         "wings_twisted.eggconfig",
@@ -43,4 +44,6 @@ setup(
         "tzdata",
     ],
     extras_require={"test": ["hypothesis>=6.100"]},
+    # `wings` runs the daemon (as `twistd -n wings`) and has upstream's verbs.
+    entry_points={"console_scripts": ["wings = wings_twisted.cli.main:main"]},
 )
