@@ -103,7 +103,7 @@ def node_configuration(settings: ApplicationSettings, *, token_id: str, token: s
     parts = urlsplit(daemon_url)
     fqdn = (parts.hostname or "").lower()
     https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
+    port = parts.port if parts.port is not None else (443 if https else 80)
     live = "/etc/letsencrypt/live/" + fqdn
     return {
         "debug": False,
