@@ -412,7 +412,9 @@ class SignedUrlTests(DaemonTestCase):
         With ``api.ssl`` the same routes work over HTTPS (the copy producer
         path), including a Range request.
         """
-        cert, key = _self_signed(tempfile.mkdtemp(prefix="wings-tls-"))
+        keys = tempfile.mkdtemp(prefix="wings-tls-")
+        self.addCleanup(shutil.rmtree, keys, True)
+        cert, key = _self_signed(keys)
         await self.start(SERVER, ssl={"enabled": True, "cert": cert, "key": key})
         self.url = self.url.replace("http://", "https://")
         data = os.urandom(2_000_000)
