@@ -119,6 +119,37 @@ class _Quiet:
         return cast(PredicateResult, PredicateResult.maybe)
 
 
+@implementer(ILogObserver)
+class OnceObserver:
+    """
+    Passes each event on once.
+
+    Until logging begins, Twisted buffers events, and ``beginLoggingTo``
+    replays that buffer to every observer of the global publisher, including
+    one added earlier that already saw them live (``wings.log``).  Replayed
+    events are the same objects, so they are recognised by identity until
+    :meth:`settle` (called once the reactor runs: logging has begun by then).
+    """
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self._observer = observer
+        self._seen: dict[int, LogEvent] | None = {}
+
+    def __call__(self, event: LogEvent) -> None:
+        seen = self._seen
+        if seen is not None:
+            if seen.get(id(event)) is event:
+                return
+            seen[id(event)] = event
+        self._observer(event)
+
+    def settle(self) -> None:
+        """
+        Stop remembering events.
+        """
+        self._seen = None
+
+
 def filtered(observer: ILogObserver, debug: bool) -> ILogObserver:
     """
     ``observer`` behind the daemon's level and noise filters.

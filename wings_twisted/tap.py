@@ -51,7 +51,7 @@ from .config import Config, ConfigError, check_for_boot, load_config
 from .config import ensure_directories as _ensure_directories
 from .environment.docker import DockerClient, DockerError
 from .environment.factories import ProcessEnvironments, no_environment
-from .logs import LogFile, install_logrotate, open_log_file, text_observer
+from .logs import LogFile, OnceObserver, install_logrotate, open_log_file, text_observer
 from .node import Node
 from .panel import PanelClient
 from .reactor import IReactor
@@ -330,7 +330,9 @@ def start_logging(config: Config, debug: bool, reactor: IReactor) -> LogFile:
     except OSError as e:
         raise SystemExit("wings: system.log_directory: cannot open {}: {}".format(
             os.path.join(directory, "wings.log"), e.strerror or e))
-    globalLogPublisher.addObserver(text_observer(logfile, debug))
+    observer = OnceObserver(text_observer(logfile, debug))
+    globalLogPublisher.addObserver(observer)
+    reactor.callWhenRunning(observer.settle)
 
     def reopen() -> None:
         logfile.reopen()

@@ -106,7 +106,8 @@ class DaemonCommandTests(WingsTestCase):
         text = self.log_text()
         self.assertIn("wings-twisted {}: writing logs to {}".format(
             __version__, os.path.join(self.base, "log_directory", "wings.log")), text)
-        self.assertIn("ApiSite starting on", text)
+        self.assertEqual(text.count("writing logs to"), 1)
+        self.assertEqual(text.count("ApiSite starting on"), 1)
         self.assertNotIn("Starting factory", daemon.output + text)
         self.assertTrue(os.path.isdir(os.path.join(self.base, "log_directory", "install")))
         os.rename(os.path.join(self.base, "log_directory", "wings.log"),

@@ -188,6 +188,9 @@ class BootTests(DaemonTestCase):
         self.assertEqual([s["configuration"]["uuid"] for s in json.loads(body)], [SERVER])
         self.assertEqual(self.state.received[0].headers.get("authorization"),
                          "Bearer {}.{}".format(TOKEN_ID, TOKEN))
+        # Under twistd too, wings.log gets every line once.
+        with open(os.path.join(self.base, "log_directory", "wings.log")) as f:
+            self.assertEqual(f.read().count("ApiSite starting on"), 1)
 
     async def test_panel_refusal_is_fatal(self) -> None:
         """

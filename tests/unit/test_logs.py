@@ -8,13 +8,15 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
+import warnings
 
-from twisted.logger import LogLevel, Logger, LogPublisher
+from twisted.logger import LogBeginner, LogLevel, Logger, LogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from wings_twisted.logs import (LOG_NAME, install_logrotate, logrotate_text, open_log_file,
-                                tail, text_observer)
+from wings_twisted.logs import (LOG_NAME, OnceObserver, install_logrotate, logrotate_text,
+                                open_log_file, tail, text_observer)
 
 UPSTREAM = """{directory}/wings.log {{
     size 10M
@@ -107,6 +109,35 @@ class FilterTests(SynchronousTestCase):
         self.assertIn("[wings_twisted.test#debug] A debug detail", text)
         self.assertIn("Starting factory '<pool>'", text)
         self.assertIn("Stopping factory '<pool>'", text)
+
+
+class OnceObserverTests(SynchronousTestCase):
+    """
+    ``OnceObserver`` against Twisted's start-up buffer.
+    """
+
+    def test_replay_not_written_twice(self) -> None:
+        """
+        Events the file saw live are not written again when logging begins
+        and the buffer is replayed; earlier ones are written once; after
+        ``settle`` nothing is remembered.
+        """
+        publisher = LogPublisher()
+        beginner = LogBeginner(publisher, io.StringIO(), sys, warnings)
+        log = Logger(namespace="t", observer=publisher)
+        log.info("before the file")
+        written: list[str] = []
+        once = OnceObserver(lambda event: written.append(event["log_format"]))
+        publisher.addObserver(once)
+        log.info("live")
+        console: list[str] = []
+        beginner.beginLoggingTo([lambda event: console.append(event["log_format"])],
+                                redirectStandardIO=False)
+        self.assertEqual(console, ["before the file", "live"])
+        self.assertEqual(sorted(written), ["before the file", "live"])
+        once.settle()
+        log.info("after")
+        self.assertEqual(written[-1], "after")
 
 
 class LogrotateTests(SynchronousTestCase):
