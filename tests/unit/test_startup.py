@@ -123,6 +123,34 @@ class StartupErrorTests(SynchronousTestCase):
             "wings: {}: api.ssl.key: must name a PEM file when api.ssl.enabled is true".format(
                 self.path))
 
+    def test_tls_contents(self) -> None:
+        """
+        Files that are not a PEM certificate and its unencrypted key, or a
+        key of another certificate, are refused by name (the TLS listener
+        would fail with a traceback); a matching pair is accepted.
+        """
+        cert, key = self.base.child("cert.pem"), self.base.child("key.pem")
+        other = self.base.child("other.pem")
+        _pair(cert.path, key.path)
+        _pair(self.base.child("unused.pem").path, other.path)
+        garbage = self.base.child("garbage.pem")
+        garbage.setContent(b"garbage\n")
+        cases = [
+            (garbage, key, "api.ssl.cert: {} holds no PEM certificate".format(garbage.path)),
+            (cert, garbage, "api.ssl.key: {} holds no unencrypted PEM private key".format(
+                garbage.path)),
+            (cert, other, "api.ssl.key: {} is not the private key of {}".format(
+                other.path, cert.path)),
+        ]
+        for cert_file, key_file, problem in cases:
+            data = self.config(api={"ssl": {"enabled": True, "cert": cert_file.path,
+                                            "key": key_file.path}})
+            self.assertEqual(self.refused(data), "wings: {}: {}".format(self.path, problem))
+        with open(self.path, "w") as f:
+            yaml.safe_dump(self.config(api={"ssl": {"enabled": True, "cert": cert.path,
+                                                    "key": key.path}}), f)
+        self.assertTrue(tap.load(self.path).api.ssl.enabled)
+
     def test_port_and_type(self) -> None:
         """
         Out-of-range ports and wrong types name the key (loading).
@@ -160,6 +188,31 @@ class StartupErrorTests(SynchronousTestCase):
         self.assertEqual(str(self.assertRaises(SystemExit, tap.load, self.path + ".nope").code),
                          "wings: {}.nope: cannot read the configuration file: No such file or "
                          "directory".format(self.path))
+
+
+def _pair(cert_path: str, key_path: str) -> None:
+    """
+    Write a throwaway self-signed certificate and its key.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
 
 
 class ForegroundTests(SynchronousTestCase):

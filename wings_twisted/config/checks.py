@@ -13,13 +13,14 @@ Checked: ``remote`` (an ``http``/``https`` URL with a host, as every Panel
 call is built on it), ``token_id`` and ``token`` (present, and without the
 ``.`` that separates them in ``Authorization: Bearer <token_id>.<token>``,
 which the Panel would refuse), the TLS files when ``api.ssl.enabled``
-(readable), ``remote_query.timeout`` and
+(readable, a PEM certificate and the unencrypted PEM key that belongs to
+it), ``remote_query.timeout`` and
 ``remote_query.boot_servers_per_page`` (at least 1).  Ports and empty paths
 are refused by loading already; a directory that cannot be created is
 reported by :func:`ensure_directories`.
 
-Reads files (the TLS pair) and creates directories; imports nothing from
-Twisted.
+Reads files (the TLS pair, parsed with ``cryptography``) and creates
+directories; imports nothing from Twisted.
 """
 
 from __future__ import annotations
@@ -54,14 +55,40 @@ def _check_credential(name: str, value: str) -> None:
             "'Authorization: Bearer <token_id>.<token>'", key=name)
 
 
-def _check_readable(key: str, path: str) -> None:
+def _read_pem(key: str, path: str) -> bytes:
     if not path:
         raise ConfigError("must name a PEM file when api.ssl.enabled is true", key=key)
     try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as e:
         raise ConfigError("cannot read {}: {}".format(path, e.strerror or e), key=key) from None
+
+
+def _check_tls(cert_path: str, key_path: str) -> None:
+    """
+    The certificate chain and its private key load, and belong together
+    (what the TLS listener would otherwise refuse with a traceback).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert_data = _read_pem("api.ssl.cert", cert_path)
+    key_data = _read_pem("api.ssl.key", key_path)
+    try:
+        certificate = x509.load_pem_x509_certificates(cert_data)[0]
+    except ValueError:
+        raise ConfigError("{} holds no PEM certificate".format(cert_path),
+                          key="api.ssl.cert") from None
+    try:
+        private = serialization.load_pem_private_key(key_data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError("{} holds no unencrypted PEM private key".format(key_path),
+                          key="api.ssl.key") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if private.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+        raise ConfigError("{} is not the private key of {}".format(key_path, cert_path),
+                          key="api.ssl.key")
 
 
 def check_for_boot(config: Config, *, source: str | None = None) -> None:
@@ -76,8 +103,7 @@ def check_for_boot(config: Config, *, source: str | None = None) -> None:
         _check_credential("token_id", config.token_id)
         _check_credential("token", config.token)
         if config.api.ssl.enabled:
-            _check_readable("api.ssl.cert", config.api.ssl.cert)
-            _check_readable("api.ssl.key", config.api.ssl.key)
+            _check_tls(config.api.ssl.cert, config.api.ssl.key)
         query = config.remote_query
         for key, value in (("remote_query.timeout", query.timeout),
                            ("remote_query.boot_servers_per_page", query.boot_servers_per_page)):
