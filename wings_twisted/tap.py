@@ -233,9 +233,12 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
         _Closing(docker.close).setServiceParent(service)
     _Closing(lambda: _stopped(cooperator)).setServiceParent(service)
     site = build_site(node, access_log=debug or config.debug, reactor=reactor)
-    listener = _Listener(strports.service(listen or listen_description(config), site,
-                                          reactor=reactor))
-    listener.setServiceParent(service)
+    description = listen or listen_description(config)
+    try:
+        inner = strports.service(description, site, reactor=reactor)
+    except ValueError as e:
+        raise ConfigError("invalid listener {!r}: {}".format(description, e)) from None
+    _Listener(inner).setServiceParent(service)
     return service
 
 

@@ -84,3 +84,17 @@ class BuildServiceTests(SynchronousTestCase):
         for name in ("root", "log", "volumes", "backups"):
             self.assertTrue(base.child(name).isdir(), name)
         self.assertTrue(os.path.exists(base.child("root").child("wings.db").path))
+
+    def test_bad_listener_is_a_config_error(self) -> None:
+        """
+        A listener description strports cannot parse is a one-line
+        ``ConfigError``, not a traceback.
+        """
+        from wings_twisted.config import ConfigError
+
+        config = make_config(FilePath(self.mktemp()))
+        with self.assertRaises(ConfigError) as caught:
+            tap.build_service(config, MemoryReactorClock(), listen="nonsense",
+                              fatal=lambda m: None)
+        self.assertEqual(str(caught.exception),
+                         "invalid listener 'nonsense': Unknown endpoint type: 'nonsense'")
