@@ -183,11 +183,12 @@ class StartupErrorTests(SynchronousTestCase):
 
     def test_missing_file(self) -> None:
         """
-        A missing configuration file is one line.
+        A missing configuration file is one line saying how to get one.
         """
         self.assertEqual(str(self.assertRaises(SystemExit, tap.load, self.path + ".nope").code),
-                         "wings: {}.nope: cannot read the configuration file: No such file or "
-                         "directory".format(self.path))
+                         "wings: {}.nope: no configuration file: run the Panel's Auto-Deploy "
+                         "command (wings configure ...) or copy the node's configuration "
+                         "there".format(self.path))
 
 
 def _pair(cert_path: str, key_path: str) -> None:
