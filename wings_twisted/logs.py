@@ -18,19 +18,28 @@ beside the console, as upstream Wings writes both.
   is byte for byte what upstream generated is therefore replaced with ours
   (any other existing file is the operator's and is left alone).
 
-Only the composition root (``tap``) and the command line (``cli``) call
-this module; everything else logs through ``twisted.logger.Logger``.
+:func:`start_file_logging` puts it together; only the composition root
+(``tap``) and the command line (``cli``) call this module, everything else
+logs through ``twisted.logger.Logger``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import IO, cast
 
 from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogFilterPredicate,
                             ILogObserver, LogEvent, LogLevel, LogLevelFilterPredicate,
-                            PredicateResult, formatEventAsClassicLogText)
+                            LogPublisher, Logger, PredicateResult, formatEventAsClassicLogText,
+                            globalLogPublisher)
 from zope.interface import implementer
+
+from . import __version__
+from .reactor import IReactor
+
+log = Logger()
 
 #: The daemon's log file, in ``system.log_directory``.
 LOG_NAME = "wings.log"
@@ -245,3 +254,38 @@ def tail(path: str, count: int, *, chunk: int = 64 * 1024) -> list[str]:
             data = f.read(step) + data
     lines = data.decode("utf-8", "replace").splitlines()
     return lines[-count:]
+
+
+def start_file_logging(log_directory: str, *, debug: bool, rotate: bool, reactor: IReactor,
+                       publisher: LogPublisher = globalLogPublisher,
+                       logrotate_directory: str = LOGROTATE_DIRECTORY) -> LogFile:
+    """
+    Send every event of ``publisher`` to ``<log_directory>/wings.log`` at
+    the daemon's level, reopen the file on SIGHUP (from the main thread
+    only), and install the logrotate file when ``rotate`` says so.
+
+    :raises OSError: the directory or the file cannot be created.
+    """
+    logfile = open_log_file(log_directory)
+    observer = OnceObserver(text_observer(logfile, debug))
+    publisher.addObserver(observer)
+    reactor.callWhenRunning(observer.settle)
+
+    def reopen() -> None:
+        logfile.reopen()
+        log.info("Reopened {path} (SIGHUP)", path=logfile.path)
+
+    if threading.current_thread() is threading.main_thread():
+        # Left to Python's default, SIGHUP would end the daemon.
+        signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reopen))
+    log.info("wings-twisted {version}: writing logs to {path}", version=__version__,
+             path=logfile.path)
+    if rotate:
+        try:
+            outcome = install_logrotate(log_directory, logrotate_directory)
+        except OSError as e:
+            log.warn("Could not install /etc/logrotate.d/wings: {error}", error=str(e))
+        else:
+            if outcome in ("installed", "replaced"):
+                log.info("Log rotation: /etc/logrotate.d/wings {outcome}", outcome=outcome)
+    return logfile

@@ -25,9 +25,7 @@ the foreground under systemd (or any supervisor), as upstream does.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from typing import Any, Callable, Mapping, cast
 
 from treq.client import HTTPClient
@@ -37,7 +35,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.task import Cooperator
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -51,7 +49,7 @@ from .config import Config, ConfigError, check_for_boot, load_config
 from .config import ensure_directories as _ensure_directories
 from .environment.docker import DockerClient, DockerError
 from .environment.factories import ProcessEnvironments, no_environment
-from .logs import LogFile, OnceObserver, install_logrotate, open_log_file, text_observer
+from .logs import LogFile, start_file_logging
 from .node import Node
 from .panel import PanelClient
 from .reactor import IReactor
@@ -325,39 +323,17 @@ def load(path: str) -> Config:
 
 def start_logging(config: Config, debug: bool, reactor: IReactor) -> LogFile:
     """
-    Send every event to ``wings.log`` (reopened on SIGHUP) and install the
-    logrotate file (see the module docstring).
+    ``wings.log`` and its rotation (``logs.start_file_logging``).
 
     :raises SystemExit: the log file cannot be opened.
     """
     directory = config.system.log_directory
     try:
-        logfile = open_log_file(directory)
+        return start_file_logging(directory, debug=debug, reactor=reactor,
+                                  rotate=config.system.enable_log_rotate)
     except OSError as e:
         raise SystemExit("wings: system.log_directory: cannot open {}: {}".format(
             os.path.join(directory, "wings.log"), e.strerror or e))
-    observer = OnceObserver(text_observer(logfile, debug))
-    globalLogPublisher.addObserver(observer)
-    reactor.callWhenRunning(observer.settle)
-
-    def reopen() -> None:
-        logfile.reopen()
-        log.info("Reopened {path} (SIGHUP)", path=logfile.path)
-
-    if threading.current_thread() is threading.main_thread():
-        # Left to Python's default, SIGHUP would end the daemon.
-        signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reopen))
-    log.info("wings-twisted {version}: writing logs to {path}", version=__version__,
-             path=logfile.path)
-    if config.system.enable_log_rotate:
-        try:
-            outcome = install_logrotate(directory)
-        except OSError as e:
-            log.warn("Could not install /etc/logrotate.d/wings: {error}", error=str(e))
-        else:
-            if outcome in ("installed", "replaced"):
-                log.info("Log rotation: /etc/logrotate.d/wings {outcome}", outcome=outcome)
-    return logfile
 
 
 def daemon_service(options: Options, reactor: IReactor) -> tuple[IService, bool]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import sys
 import warnings
@@ -16,7 +17,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.logs import (LOG_NAME, OnceObserver, install_logrotate, logrotate_text,
-                                open_log_file, tail, text_observer)
+                                open_log_file, start_file_logging, tail, text_observer)
 
 UPSTREAM = """{directory}/wings.log {{
     size 10M
@@ -190,6 +191,51 @@ class LogrotateTests(SynchronousTestCase):
         missing = self.etc.child("absent")
         self.assertEqual(install_logrotate("/var/log/pterodactyl", missing.path), "no logrotate")
         self.assertFalse(missing.exists())
+
+
+class _Reactor:
+    """
+    The two reactor methods ``start_file_logging`` uses, run at once.
+    """
+
+    def __init__(self) -> None:
+        self.when_running: list = []
+
+    def callWhenRunning(self, f, *args):  # noqa: N802 - Twisted's name
+        self.when_running.append(f)
+
+    def callFromThread(self, f, *args):  # noqa: N802 - Twisted's name
+        f(*args)
+
+
+class StartFileLoggingTests(SynchronousTestCase):
+    """
+    ``start_file_logging``.
+    """
+
+    def test_file_rotation_and_hup(self) -> None:
+        """
+        Events go to ``wings.log``, the logrotate file is installed, and
+        SIGHUP reopens the file (the handler is restored afterwards).
+        """
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        base = FilePath(self.mktemp())
+        etc = base.child("logrotate.d")
+        etc.makedirs()
+        publisher = LogPublisher()
+        reactor = _Reactor()
+        logfile = start_file_logging(base.child("log").path, debug=False, rotate=True,
+                                     reactor=reactor, publisher=publisher,  # type: ignore[arg-type]
+                                     logrotate_directory=etc.path)
+        self.addCleanup(logfile.close)
+        Logger(namespace="t", observer=publisher).info("hello")
+        self.assertIn("[t#info] hello", base.descendant(["log", LOG_NAME]).getContent().decode())
+        self.assertTrue(etc.child("wings").exists())
+        os.rename(logfile.path, logfile.path + ".1")
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)  # type: ignore[operator]
+        Logger(namespace="t", observer=publisher).info("again")
+        self.assertIn("[t#info] again", base.descendant(["log", LOG_NAME]).getContent().decode())
+        self.assertEqual(len(reactor.when_running), 1)
 
 
 class TailTests(SynchronousTestCase):
