@@ -131,7 +131,8 @@ def secrets_of(config: Config) -> list[str]:
     Every secret value the configuration holds (resolved and as written).
     """
     values = [config.token, config.token_id]
-    values += [written for written, _ in config._token_sources.values()]
+    # As written in the file too (a ${VAR} or file:// reference).
+    values += [v for v in (config.raw.get("token"), config.raw.get("token_id")) if isinstance(v, str)]
     values += [registry.password for registry in config.docker.registries.values()]
     values += list(config.remote_query.custom_headers.values())
     return [v for v in values if v]
