@@ -309,8 +309,9 @@ def load(path: str) -> Config:
     :raises SystemExit: one line, ``wings: <problem>``.
     """
     if not os.path.lexists(path):
-        raise SystemExit("wings: {}: no configuration file: run the Panel's Auto-Deploy command "
-                         "(wings configure ...) or copy the node's configuration there".format(path))
+        raise SystemExit("wings: {}: no configuration file: run the Panel's Auto-Deploy "
+                         "command (wings configure ...) or copy the node's configuration "
+                         "there".format(path))
     try:
         config = load_config(path)
         check_for_boot(config, source=path)

@@ -7,10 +7,12 @@ The ``wings`` command, with upstream Wings' verbs and flags (config.md §8):
     output and ``wings.log`` in ``system.log_directory``.
 ``wings --version``, ``wings version``
     Print ``wings-twisted <version>``.
-``wings configure --panel-url URL --token KEY --node ID [--config-path PATH] [--override] [--allow-insecure]``
+``wings configure --panel-url URL --token KEY --node ID [--config-path PATH]
+[--override] [--allow-insecure]``
     Fetch the node's configuration from the Panel's application API and
     write it (``cli.configure``): the Panel's "Auto-Deploy" command.
-``wings diagnostics [--output FILE] [--log-lines N] [--include-endpoints] [--no-logs] [--hastebin-url URL]``
+``wings diagnostics [--output FILE] [--log-lines N] [--include-endpoints]
+[--no-logs] [--hastebin-url URL]``
     A report for a support channel (``cli.diagnostics``), secrets redacted,
     uploaded only when a URL is given.
 

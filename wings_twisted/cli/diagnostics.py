@@ -132,7 +132,8 @@ def secrets_of(config: Config) -> list[str]:
     """
     values = [config.token, config.token_id]
     # As written in the file too (a ${VAR} or file:// reference).
-    values += [v for v in (config.raw.get("token"), config.raw.get("token_id")) if isinstance(v, str)]
+    written = (config.raw.get("token"), config.raw.get("token_id"))
+    values += [v for v in written if isinstance(v, str)]
     values += [registry.password for registry in config.docker.registries.values()]
     values += list(config.remote_query.custom_headers.values())
     return [v for v in values if v]
