@@ -488,6 +488,24 @@ class TouchStatSearchTests(FileRouteCase):
                    "Pattern must be at least 3 characters long")
         self.error(self.call("GET", "search?pattern=secret&directory=out"), 404)
 
+    def test_content_search(self) -> None:
+        """
+        ``content`` finds regular files holding the text, also across the
+        read chunks; names narrow it when ``pattern`` is given too; links are
+        never read; fewer than 3 characters is 400.
+        """
+        self.root.child("a.yml").setContent(b"motd: needle here\n")
+        self.root.child("b.txt").setContent(b"x" * (1024 * 1024 - 3) + b"needle")
+        self.root.child("c.yml").setContent(b"nothing")
+        os.symlink(self.outside.child("secret").path, self.root.child("link").path)
+        names = [e["name"] for e in self.call("GET", "search?content=needle").json()]
+        self.assertEqual(names, ["a.yml", "b.txt"])
+        names = [e["name"] for e in self.call("GET", "search?content=needle&pattern=yml").json()]
+        self.assertEqual(names, ["a.yml"])
+        self.assertEqual(self.call("GET", "search?content=host").json(), [])
+        self.error(self.call("GET", "search?content=ne"), 400,
+                   "Content must be at least 3 characters long")
+
     def test_disk_usage(self) -> None:
         """
         The regular-file bytes and the limit in bytes.

@@ -9,7 +9,9 @@ file extras.  ``FilesResource`` dispatches on the route name through
   attachment.  Denylisted files are 403 (project).
 * ``GET files/list-directory?directory=`` (§5.2): stat objects.
 * ``GET files/stat?file=`` (§8.3), ``GET files/search?pattern=&directory=``
-  (§8.2), ``GET files/disk-usage`` (§8.5).
+  (§8.2; project: ``&content=<text>`` also finds regular files containing
+  that text — with it ``pattern`` may be left out), ``GET files/disk-usage``
+  (§8.5).  Searches stop after 10,000 results or 10 seconds.
 
 Every route reaches the volume only through ``fs`` (the sandboxed walk), in
 worker threads.  The modifying routes are in ``file_edits``, the line routes
@@ -41,6 +43,7 @@ from .request import ApiRequest, query_arg
 #: Seconds a ``disk-usage`` answer may be old (§8.5).
 DISK_USAGE_MAX_AGE = 30.0
 SHORT_PATTERN = "Pattern must be at least 3 characters long"
+SHORT_CONTENT = "Content must be at least 3 characters long"
 
 
 def _open_with_mime(volume: Volume, path: str) -> tuple[int, os.stat_result, str]:
@@ -110,22 +113,27 @@ class StatRoute(FileRoute):
 
 class SearchRoute(FileRoute):
     """
-    ``GET files/search`` (fork, Pelican).
+    ``GET files/search`` (fork, Pelican; ``content`` is this project's).
     """
 
     async def render_GET(self, request: ApiRequest) -> list[dict[str, Any]]:
         """
-        Entries whose names match the pattern, below a directory.
+        Entries whose names match ``pattern`` and, with ``content``, regular
+        files containing that text, below ``directory``.
         """
-        pattern = query_text(request, b"pattern") or ""
-        if len(pattern) < 3:
+        pattern = query_text(request, b"pattern")
+        content = query_text(request, b"content")
+        if content is not None and len(content) < 3:
+            raise BadRequest(SHORT_CONTENT)
+        if (pattern is not None or content is None) and len(pattern or "") < 3:
             raise BadRequest(SHORT_PATTERN)
         directory = (query_text(request, b"directory") or "").rstrip("/")
         options = self.node.config.search
+        needle = None if content is None else content.encode("utf-8", "surrogateescape")
         found: list[dict[str, Any]] = await self.blocking(
             lambda: search(self.game_server.volume, directory, pattern,
                            blacklist=options.blacklisted_dirs,
-                           max_depth=options.max_recursion_depth))
+                           max_depth=options.max_recursion_depth, content=needle))
         return found
 
 
