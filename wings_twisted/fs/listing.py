@@ -80,7 +80,7 @@ def _ordered(entries: Iterable[tuple[str, os.stat_result]]) -> list[tuple[str, o
     Directories first, then everything else, each by name bytes.
     """
     return sorted(entries, key=lambda item: (not _stat.S_ISDIR(item[1].st_mode),
-                                             os.fsencode(item[0])))
+                                             item[0].encode("utf-8", "surrogateescape")))
 
 
 def list_directory(volume: Volume, path: str) -> list[dict[str, Any]]:
@@ -235,4 +235,4 @@ def contains(dir_fd: int, name: str, needle: bytes, late: Callable[[], bool]) ->
 
 
 def _name_bytes(entry: tuple[str, os.stat_result]) -> bytes:
-    return os.fsencode(entry[0])
+    return entry[0].encode("utf-8", "surrogateescape")
