@@ -14,6 +14,7 @@ from twisted.internet.defer import DeferredLock
 
 from ..node import Node
 from .chunked import ChunkedUploads
+from .pull import Pulls
 
 
 class FileServices:
@@ -23,5 +24,7 @@ class FileServices:
 
     def __init__(self, node: Node) -> None:
         self.uploads = ChunkedUploads(node)
+        #: Remote pulls (``pull``).
+        self.pulls = Pulls(node)
         #: One line edit at a time per server (``web.file_lines``).
         self.edit_locks: dict[str, DeferredLock] = {}
