@@ -127,10 +127,25 @@ class PinningTests(FetchTestCase):
 
     def test_unresolvable(self) -> None:
         """
-        A name without addresses fails the pull.
+        A name without addresses fails the pull with the same text as an
+        internal one (no oracle for internal names).
         """
         failure = self.failureResultOf(self.fetch("http://nowhere.example/x"), PullFailed)
-        self.assertIn("could not be resolved", str(failure.value))
+        self.hosts.resolver.answers["inside.example"] = [["10.0.0.1"]]
+        refused = self.failureResultOf(self.fetch("http://inside.example/x"), Refused)
+        self.assertEqual(str(failure.value), str(refused.value))
+        self.assertEqual(refused.value.refused.reason, "private")
+
+    def test_ipv6_literal(self) -> None:
+        """
+        A public IPv6 literal connects to that address, with the bracketed
+        form in ``Host``.
+        """
+        address = "2606:2800:220:1:248:1893:25c8:1946"
+        self.fetch("http://[{}]:8080/x".format(address))
+        self.assertEqual(self.hosts.attempts, [(address, 8080)])
+        self.assertIn("\r\nHost: [{}]:8080\r\n".format(address).encode(),
+                      self.hosts.accept().sent())
 
     def test_allowed_network_opens_one_port(self) -> None:
         """

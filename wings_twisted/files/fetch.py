@@ -42,8 +42,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.interfaces import (IAddress, IHostnameResolver, IHostResolution,
-                                         IProtocol, IProtocolFactory,
-                                         IPushProducer, IReactorTCP,
+                                         IProtocol, IProtocolFactory, IPushProducer, IReactorTCP,
                                          IReactorTime, IResolutionReceiver, IStreamClientEndpoint)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -69,14 +68,20 @@ class PullFailed(Exception):
     """
 
 
+#: One answer for a name that does not resolve and one that resolves inside,
+#: so that pulls cannot be used to learn which internal names exist.
+UNREACHABLE = ("The host of the URL is unknown or is on an internal network; remote downloads "
+               "may not reach it.")
+
+
 class Refused(PullFailed):
     """
-    The host resolves to an address the SSRF guard refuses.
+    The host resolves to an address the SSRF guard refuses (``refused`` says
+    which, for the log only).
     """
 
     def __init__(self, refused: RefusedAddress) -> None:
-        super().__init__("The URL points to an internal network address; remote downloads "
-                         "may not reach it.")
+        super().__init__(UNREACHABLE)
         self.refused = refused
 
 
@@ -117,7 +122,7 @@ async def checked_addresses(resolver: IHostnameResolver, url: PullUrl,
         resolver.resolveHostName(answer, url.host, url.port)
         addresses = await answer.done
     if not addresses:
-        raise PullFailed("The host name of the URL could not be resolved.")
+        raise PullFailed(UNREACHABLE)
     for address in addresses:
         try:
             policy.check(address, url.port)
@@ -326,7 +331,7 @@ class Fetcher:
         Status, length and target name, or the reason the pull fails (the
         body of a refused answer is not read).
         """
-        code, phrase = response.code, response.phrase.decode("latin-1", "replace")
+        code, phrase = response.code, response.phrase[:100].decode("latin-1", "replace")
         try:
             if 300 <= code < 400:
                 raise PullFailed("The URL answered with a redirect ({} {}); redirects are not "
