@@ -1,6 +1,7 @@
 """
 The state the file routes keep between requests, per node: chunked upload
-sessions (``chunked``), and — as they land — archive tasks and remote pulls.
+sessions (``chunked``), remote pulls (``pull``), and — as they land — archive
+tasks.
 ``FileServices`` bundles them; ``web.site.build_root`` makes the node's one
 bundle and the file routes share it.
 

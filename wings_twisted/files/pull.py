@@ -201,14 +201,6 @@ class Pulls:
         if pull is not None and pull.server == server:
             pull.cancel()
 
-    def cancel_server(self, server: str) -> None:
-        """
-        Cancel every pull of ``server`` (deleting a server does it through
-        the server's tasks).
-        """
-        for pull in self.of_server(server):
-            pull.cancel()
-
 
 _EXPECTED: tuple[type[BaseException], ...] = (PullFailed, InvalidName, FsError, TimeoutError)
 
