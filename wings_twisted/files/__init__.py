@@ -1,6 +1,7 @@
 """
 The state the file routes keep between requests, per node: chunked upload
-sessions (``chunked``), and — as they land — archive tasks and remote pulls.
+sessions (``chunked``), remote pulls (``pull``), and — as they land — archive
+tasks.
 ``FileServices`` bundles them; ``web.site.build_root`` makes the node's one
 bundle and the file routes share it.
 
@@ -14,6 +15,7 @@ from twisted.internet.defer import DeferredLock
 
 from ..node import Node
 from .chunked import ChunkedUploads
+from .pull import Pulls
 
 
 class FileServices:
@@ -23,5 +25,7 @@ class FileServices:
 
     def __init__(self, node: Node) -> None:
         self.uploads = ChunkedUploads(node)
+        #: Remote pulls (``pull``).
+        self.pulls = Pulls(node)
         #: One line edit at a time per server (``web.file_lines``).
         self.edit_locks: dict[str, DeferredLock] = {}

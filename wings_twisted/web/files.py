@@ -38,6 +38,7 @@ from .errors import BadRequest, ErrorResource, JsonResource, NotFound
 from .file_edits import EDIT_ROUTES
 from .file_lines import LINE_ROUTES
 from .filebase import FileRoute, query_text, required_file
+from .pull import PULL_ROUTES
 from .ranges import content_disposition
 from .request import ApiRequest, query_arg
 
@@ -165,6 +166,7 @@ FILE_ROUTES: dict[bytes, type[FileRoute]] = {
     **EDIT_ROUTES,
     **LINE_ROUTES,
     **CHUNKED_ROUTES,
+    **PULL_ROUTES,
 }
 
 
