@@ -50,7 +50,7 @@ from .config import ensure_directories as _ensure_directories
 from .environment.docker import DockerClient, DockerError
 from .environment.factories import ProcessEnvironments, no_environment
 from .logs import LogFile, start_file_logging
-from .node import Node
+from .node import Node, Outgoing
 from .panel import PanelClient
 from .reactor import IReactor
 from .servers.context import EnvironmentFactory
@@ -190,8 +190,8 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
     ensure_directories(config)
     pool = ThreadPool(minthreads=2, maxthreads=16, name="wings-blocking")
     run_blocking = thread_pool_runner(reactor, pool)
+    policy = _InsecurePolicy() if insecure else BrowserLikePolicyForHTTPS()
     if http is None:
-        policy = _InsecurePolicy() if insecure else BrowserLikePolicyForHTTPS()
         connections = QuietConnectionPool(reactor, persistent=True)
         http = HTTPClient(Agent(reactor, contextFactory=policy, pool=connections))
     panel = PanelClient(http, reactor, remote=config.remote, token_id=config.token_id,
@@ -216,7 +216,8 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
                 cooperator=cooperator,
                 make_environment=environment_factory(config.environment.driver, reactor=reactor,
                                                      config=live_config,
-                                                     run_blocking=run_blocking))
+                                                     run_blocking=run_blocking),
+                outgoing=Outgoing(reactor, reactor.nameResolver, policy))
 
     if fatal is None:
         def fatal(message: str) -> None:

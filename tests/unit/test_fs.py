@@ -37,6 +37,9 @@ from wings_twisted.fs import (
     Volume,
     clean_path,
 )
+from wings_twisted.fs.copying import copy_entry
+from wings_twisted.fs.lines import BadLines, read_lines, replace_line
+from wings_twisted.fs.listing import list_directory, search, stat_entry
 
 from ..support import unix_socket_at
 
@@ -878,7 +881,8 @@ _layout = st.lists(
 )
 _OPERATIONS = [
     "open_read", "write_commit", "write_abort", "write_quota", "mkdir", "remove", "rename",
-    "listdir", "stat", "lstat",
+    "listdir", "stat", "lstat", "copy", "chmod", "list_directory", "stat_entry", "search",
+    "replace_line", "read_lines", "touch",
 ]
 _SUFFIXES = ["", "x", "secret.txt", "inner.txt", "sdir/inner.txt", "..", "../..", "root/a", "l1/x"]
 
@@ -1074,9 +1078,27 @@ def _run(
                 leaked(st)
         elif operation == "stat":
             leaked(volume.stat(first))
+        elif operation == "copy":
+            copy_entry(volume, first, check_denylist=False)
+        elif operation == "chmod":
+            volume.setstat(first, mode=0o777)
+        elif operation == "list_directory":
+            list_directory(volume, first)
+        elif operation == "stat_entry":
+            stat_entry(volume, first)
+        elif operation == "search":
+            search(volume, first, "sec", blacklist=(), max_depth=8)
+        elif operation == "replace_line":
+            replace_line(volume, first, 1, "replaced", max_line_size=100)
+        elif operation == "read_lines":
+            read_lines(volume, first, 1, 10, max_line_size=100)
+        elif operation == "touch":
+            with volume.open_file(first, read=False, write=True, create=True,
+                                  check_denylist=False) as handle:
+                handle.utime(0, 0)
         else:
             leaked(volume.lstat(first))
-    except FsError:
+    except (FsError, BadLines):
         pass
 
 

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"service"},
     {"web", "sftp"},
     {"websocket"},
-    {"backups", "transfers"},
+    {"backups", "transfers", "files"},
     {"node"},
     {"servers"},
     {"environment", "eggconfig", "archive", "streams"},

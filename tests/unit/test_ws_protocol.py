@@ -26,6 +26,7 @@ from zope.interface import implementer
 from wings_twisted.auth.denials import Denials
 from wings_twisted.config import config_from_dict
 from wings_twisted.devpanel.tokens import mint_websocket
+from wings_twisted.files import FileServices
 from wings_twisted.web.errors import JsonResource
 from wings_twisted.web.site import ApiBranch, ApiSite
 from wings_twisted.websocket.protocol import (
@@ -135,7 +136,7 @@ class Rig(SynchronousTestCase):
                             boot_time=START - 100)
         root = JsonResource()
         self.factory = ConsoleFactory(self.node)
-        root.putChild(b"api", ApiBranch(self.node, self.factory))
+        root.putChild(b"api", ApiBranch(self.node, self.factory, FileServices(self.node)))
         self.site = ApiSite(root, self.node)
 
     def set_config(self, **changes: Any) -> None:

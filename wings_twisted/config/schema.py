@@ -57,10 +57,14 @@ class DownloadsConfig:
 @dataclass(frozen=True)
 class RemoteDownloadConfig:
     """
-    ``api.remote_download`` [pelican].
+    ``api.remote_download``: ``max_redirects`` [pelican] is accepted and
+    unused (this daemon follows no redirect, api.md §6.2); ``allowed_networks``
+    [project] lists the networks remote pulls may reach although the SSRF guard
+    refuses them (``networks``), none by default.
     """
 
     max_redirects: int = 10
+    allowed_networks: tuple[str, ...] = field(default=(), metadata={"networks": True})
 
 
 @dataclass(frozen=True)

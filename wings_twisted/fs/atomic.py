@@ -17,6 +17,7 @@ from typing import Sequence
 
 from .paths import (
     FILE_MODE,
+    AlreadyExists,
     IsDirectory,
     NotFound,
     Owner,
@@ -151,33 +152,50 @@ class AtomicWrite:
                 views[0] = views[0][written:]
         self.received = after
 
-    def commit(self) -> None:
+    def commit(self, *, mode: int | None = None, mtime: float | None = None,
+               replace: bool = True) -> None:
         """
         Rename the temporary file over the destination and account for it.
 
-        The mode is that of the regular file replaced (``st_mode & 0o7777``, read now) or 0644; the
-        owner is the volume's ``uid:gid``.  On any failure the write is aborted.
+        The mode is ``mode`` when given, else that of the regular file replaced (``st_mode &
+        0o7777``, read now) or 0644; the owner is the volume's ``uid:gid``.  On any failure the
+        write is aborted.
+        :param mtime: set as the file's access and modification time (extraction).
+        :param replace: with ``False`` an existing destination is `AlreadyExists` and left alone
+            (the file is linked into place, which cannot overwrite).
         :raises IsDirectory: the destination became a directory meanwhile.
         """
         if self._state != "open":
             raise ValueError("commit on a finished AtomicWrite")
         try:
             st = lstat_at(self._dir_fd, self._name)
-            mode = FILE_MODE
+            final_mode = FILE_MODE
             old_size = 0
             if st is not None:
+                if not replace:
+                    raise AlreadyExists(self.path)
                 if _stat.S_ISDIR(st.st_mode):
                     raise IsDirectory(self.path)
                 if _stat.S_ISREG(st.st_mode):
-                    mode = _stat.S_IMODE(st.st_mode)
+                    final_mode = _stat.S_IMODE(st.st_mode)
                     old_size = st.st_size
+            if mode is not None:
+                final_mode = mode & 0o7777
             # chown before chmod: changing the owner clears set-user/group-ID bits.
             give(self._temp_fd, self._owner)
-            os.fchmod(self._temp_fd, mode)
+            os.fchmod(self._temp_fd, final_mode)
+            if mtime is not None:
+                os.utime(self._temp_fd, (mtime, mtime))
             try:
-                os.rename(
-                    self._temp_name, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd
-                )
+                if replace:
+                    os.rename(self._temp_name, self._name, src_dir_fd=self._dir_fd,
+                              dst_dir_fd=self._dir_fd)
+                else:
+                    os.link(self._temp_name, self._name, src_dir_fd=self._dir_fd,
+                            dst_dir_fd=self._dir_fd, follow_symlinks=False)
+                    os.unlink(self._temp_name, dir_fd=self._dir_fd)
+            except FileExistsError:
+                raise AlreadyExists(self.path) from None
             except OSError as e:
                 raise translate_error(e, self.path) from None
         except BaseException:

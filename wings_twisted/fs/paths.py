@@ -92,6 +92,14 @@ class NotFound(FsError):
     """
 
 
+class Escapes(NotFound):
+    """
+    A symlink on the way leads out of the volume (an absolute target, a ``..`` above the root, or
+    more than `MAX_LINK_HOPS` links): as missing to every caller that does not ask, but a route
+    that ignores missing entries (delete) still refuses it.
+    """
+
+
 class IsDirectory(FsError):
     """
     The operation needs a file but found a directory.

@@ -96,6 +96,25 @@ class DiskQuota:
         with self._walk_lock:
             return self._walk()
 
+    def usage_within(self, max_age: float) -> int:
+        """
+        The usage, walking first when the last walk is older than ``max_age`` seconds (or there
+        was none); concurrent callers share one walk.
+        """
+        with self._walk_lock:
+            with self._lock:
+                fresh = self._last_walk is not None and self._clock() - self._last_walk < max_age
+                if fresh:
+                    return self._usage
+            return self._walk()
+
+    @property
+    def limit(self) -> int:
+        """
+        The limit in bytes (0 unlimited).
+        """
+        return self._limit
+
     def _walk(self) -> int:
         total = self._measure()
         with self._lock:
@@ -136,3 +155,59 @@ class DiskQuota:
         if limit == 0 or self._interval <= 0:
             return True
         return self.usage() <= limit
+
+
+class QuotaDelegate:
+    """
+    The quota operations of a `Volume`, delegated to its `DiskQuota` (``_quota``).
+    """
+
+    _quota: DiskQuota
+
+    def set_disk_limit(self, limit_bytes: int) -> None:
+        """
+        Replace the disk limit in bytes (0 unlimited, -1 refuses every write).
+        """
+        self._quota.set_limit(limit_bytes)
+
+    def usage(self) -> int:
+        """
+        The cached bytes of regular files, walked again when older than the check interval.
+        """
+        return self._quota.usage()
+
+    def cached_usage(self) -> int:
+        """
+        The last known usage, without walking (safe on the reactor thread).
+        """
+        return self._quota.cached_usage()
+
+    def usage_is_stale(self) -> bool:
+        """
+        Whether `usage` would walk the volume now.
+        """
+        return self._quota.is_stale()
+
+    def refresh_usage(self) -> int:
+        """
+        Walk the volume now and return the new usage.
+        """
+        return self._quota.refresh()
+
+    def add_usage(self, delta: int) -> None:
+        """
+        Adjust the counter after one of the daemon's own writes or deletions (never below 0).
+        """
+        self._quota.add(delta)
+
+    def fits(self, delta: int) -> bool:
+        """
+        Whether a write changing usage by ``delta`` bytes is allowed (`DiskQuota.fits`).
+        """
+        return self._quota.fits(delta)
+
+    def has_space(self) -> bool:
+        """
+        Whether an operation of unknown size may start (`DiskQuota.has_space`).
+        """
+        return self._quota.has_space()

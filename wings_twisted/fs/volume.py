@@ -11,7 +11,7 @@ followed for open, read, write or stat; delete, rename and `Volume.lstat` act on
 
 Whole-tree walks live in `wings_twisted.fs.tree`, the usage counter in `wings_twisted.fs.quota`,
 whole-file writes in `wings_twisted.fs.atomic` and open file handles in `wings_twisted.fs.handles`;
-`Volume` keeps their entry points.
+`Volume` keeps their entry points (the quota's through `QuotaDelegate`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import functools
 import os
 import stat as _stat
 import time
-from typing import Callable, ContextManager, Sequence
+from contextlib import contextmanager
+from typing import Callable, ContextManager, Iterator, Sequence
 
 from . import handles, tree, walk
 from .atomic import AtomicWrite, begin_at
@@ -44,12 +45,12 @@ from .paths import (
     split_path,
     translate_error,
 )
-from .quota import DiskQuota
+from .quota import DiskQuota, QuotaDelegate
 
 __all__ = ["Volume"]
 
 
-class Volume:
+class Volume(QuotaDelegate):
     """
     One server volume: path resolution, the blocking file operations built on it, the egg denylist
     and the disk-usage counter.
@@ -133,6 +134,37 @@ class Volume:
             raise Denied(clean)
 
     # -- resolution ------------------------------------------------------------------------------
+
+    @property
+    def owner(self) -> Owner:
+        """
+        ``(uid, gid)`` that created entries are given, or ``None`` (no chown).
+        """
+        return self._owner
+
+    @property
+    def quota(self) -> DiskQuota:
+        """
+        The disk-usage counter and limit of this volume.
+        """
+        return self._quota
+
+    @contextmanager
+    def directory(self, path: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
+        """
+        The descriptor of directory ``path`` and its cleaned path, valid inside the ``with``
+        block: the primitive the other modules of the package build whole operations on.
+
+        :param create: make missing directories (0755, chowned) and keep them.
+        """
+        clean, parts = split_path(path)
+        created: list[tuple[int, str]] | None = [] if create else None
+        try:
+            with self._directory(clean, parts, created) as fd:
+                yield fd, clean
+        finally:
+            if created is not None:
+                release_created(created, undo=False)
 
     def _directory(
         self,
@@ -389,56 +421,6 @@ class Volume:
             raise NotFound(clean)
         with self._directory(clean, parts[:-1]) as parent:
             return handles.read_link_at(parent, parts[-1], clean)
-
-    # -- quota (delegated to DiskQuota) ---------------------------------------------------------
-
-    def set_disk_limit(self, limit_bytes: int) -> None:
-        """
-        Replace the disk limit in bytes (0 unlimited, -1 refuses every write).
-        """
-        self._quota.set_limit(limit_bytes)
-
-    def usage(self) -> int:
-        """
-        The cached bytes of regular files, walked again when older than the check interval.
-        """
-        return self._quota.usage()
-
-    def cached_usage(self) -> int:
-        """
-        The last known usage, without walking (safe on the reactor thread).
-        """
-        return self._quota.cached_usage()
-
-    def usage_is_stale(self) -> bool:
-        """
-        Whether `usage` would walk the volume now.
-        """
-        return self._quota.is_stale()
-
-    def refresh_usage(self) -> int:
-        """
-        Walk the volume now and return the new usage.
-        """
-        return self._quota.refresh()
-
-    def add_usage(self, delta: int) -> None:
-        """
-        Adjust the counter after one of the daemon's own writes or deletions (never below 0).
-        """
-        self._quota.add(delta)
-
-    def fits(self, delta: int) -> bool:
-        """
-        Whether a write changing usage by ``delta`` bytes is allowed (`DiskQuota.fits`).
-        """
-        return self._quota.fits(delta)
-
-    def has_space(self) -> bool:
-        """
-        Whether an operation of unknown size may start (`DiskQuota.has_space`).
-        """
-        return self._quota.has_space()
 
     def chown_all(self) -> None:
         """

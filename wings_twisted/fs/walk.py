@@ -32,6 +32,7 @@ from .paths import (
     MAX_DEPTH,
     MAX_LINK_HOPS,
     NAME_MAX,
+    Escapes,
     NameTooLong,
     NotFound,
     Owner,
@@ -105,7 +106,7 @@ def _descend(
         if name == "..":
             # Only link text can bring a ".." here: clean_path removed the client's.
             if len(stack) == 1:
-                raise NotFound(clean)
+                raise Escapes(clean)
             os.close(stack.pop())
             continue
         if len(os.fsencode(name)) > NAME_MAX:
@@ -124,7 +125,7 @@ def _descend(
                     raise translate_error(e, clean) from None
                 hops += 1
                 if hops > MAX_LINK_HOPS or target == "" or target.startswith("/"):
-                    raise NotFound(clean) from None
+                    raise Escapes(clean) from None
                 pending.extend(reversed(target.split("/")))
                 continue
             if e.errno == errno.ENOENT and created is not None:

@@ -24,14 +24,13 @@ from typing import Any, Sequence
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from .. import fs
 from ..auth import DOWNLOAD_BACKUP, DOWNLOAD_FILE, TokenKind
 from ..node import Node
 from ..servers.server import CANONICAL_UUID, Server
 from ..streams.producers import FileSpanProducer, ShortFile, Stopped
-from .errors import NOT_FOUND_ON_SERVER, ApiError, JsonResource, write_json
+from .errors import NOT_DONE, NOT_FOUND_ON_SERVER, ApiError, JsonResource, write_json
 from .ranges import (RangeNotSatisfiable, content_disposition, content_range, etag_for,
                      evaluate_range, http_date)
 from .request import ApiRequest, abort_connection, query_arg
@@ -41,6 +40,36 @@ log = Logger()
 
 BACKUP_NOT_FOUND = "The requested backup was not found on this server."
 EXPOSE_HEADERS = b"Content-Disposition, Content-Range, Accept-Ranges, ETag, Last-Modified"
+
+
+def stream_span(request: ApiRequest, fd: int, offset: int, length: int) -> int:
+    """
+    Send ``length`` bytes of ``fd`` from ``offset`` as the body of ``request``
+    (whose headers are set), finishing it at the end.  The producer owns the
+    descriptor from now on.  A file that shrinks, or any other failure once
+    the headers are gone, aborts the connection: a short body must never look
+    complete.
+    """
+    producer = FileSpanProducer(fd, offset, length, transport=request.channel.transport)
+    request.notifyFinish().addErrback(lambda _: producer.stopProducing())
+    # The status line and headers go out through the transport's buffer
+    # first; the sendfile path waits for that buffer to drain.
+    request.write(b"")
+    producer.start(request).addCallbacks(lambda _: request.finish(),
+                                         lambda f: _stream_failed(request, f))
+    return NOT_DONE
+
+
+def _stream_failed(request: ApiRequest, failure: Failure) -> None:
+    if failure.check(Stopped):
+        return
+    if failure.check(ShortFile):
+        log.warn("File shrank while being sent; aborting the connection ({request_id})",
+                 request_id=request.request_id)
+    else:
+        log.failure("Sending a file failed ({request_id})", failure, request_id=request.request_id)
+    if not request.gone:
+        abort_connection(request)
 
 
 class _DownloadResource(JsonResource):
@@ -92,14 +121,7 @@ class _DownloadResource(JsonResource):
             os.close(fd)
             return span
         offset, length = span
-        producer = FileSpanProducer(fd, offset, length, transport=request.channel.transport)
-        request.notifyFinish().addErrback(lambda _: producer.stopProducing())
-        # The status line and headers go out through the transport's buffer
-        # first; the sendfile path waits for that buffer to drain.
-        request.write(b"")
-        producer.start(request).addCallbacks(lambda _: request.finish(),
-                                             lambda f: self._stream_failed(request, f))
-        return NOT_DONE_YET
+        return stream_span(request, fd, offset, length)
 
     def _headers(self, request: ApiRequest, st: os.stat_result, name: str,
                  ranges: Sequence[bytes] | None, *, head: bool) -> bytes | tuple[int, int]:
@@ -133,17 +155,6 @@ class _DownloadResource(JsonResource):
         request.setHeader(b"Content-Disposition", content_disposition(name).encode("ascii"))
         request.setHeader(b"Content-Length", b"%d" % length)
         return b"" if head else (offset, length)
-
-    def _stream_failed(self, request: ApiRequest, failure: Failure) -> None:
-        if failure.check(Stopped):
-            return
-        if failure.check(ShortFile):
-            log.warn("File shrank while being downloaded; aborting the connection ({request_id})",
-                     request_id=request.request_id)
-        else:
-            log.failure("Download failed ({request_id})", failure, request_id=request.request_id)
-        if not request.gone:
-            abort_connection(request)
 
 
 class FileDownloadResource(_DownloadResource):

@@ -249,9 +249,10 @@ def _render_value(request: Request, value: Any, *, finish: bool) -> int | bytes:
         body = write_json(request, request.code, value)
     if not finish:
         return body
-    if not body and request.code not in (204, 304) and not request.responseHeaders.hasHeader(
+    if request.code not in (204, 304) and not request.responseHeaders.hasHeader(
             b"Content-Length"):
-        request.setHeader(b"Content-Length", b"0")
+        # A known length, never a chunked body for a value we hold whole.
+        request.setHeader(b"Content-Length", b"%d" % len(body))
     if body and request.method != b"HEAD":
         request.write(body)
     request.finish()

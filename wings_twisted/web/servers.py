@@ -30,6 +30,8 @@ from .console import ConsoleBranch
 from ..node import Node
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound
 from .request import ApiRequest
+from ..files import FileServices
+from .files import FilesResource
 from .guard import BearerGuard
 from .lookup import ServerLookup
 from .server_routes import ROUTES
@@ -45,10 +47,11 @@ class ServersBranch(JsonResource):
     ``ServerBranch`` per segment.
     """
 
-    def __init__(self, node: Node, console: ConsoleFactory) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices) -> None:
         super().__init__()
         self._node = node
         self._console = console
+        self._services = services
 
     def _token(self) -> str:
         return str(self._node.config.token)
@@ -57,7 +60,7 @@ class ServersBranch(JsonResource):
         """
         The branch of the server named by the segment (not looked up yet).
         """
-        return ServerBranch(self._node, path, self._console)
+        return ServerBranch(self._node, path, self._console, self._services)
 
     def render(self, request: Request) -> int | bytes:
         """
@@ -72,15 +75,18 @@ class ServerBranch(JsonResource):
     everything else (the server's own routes included) behind it.
     """
 
-    def __init__(self, node: Node, segment: bytes, console: ConsoleFactory) -> None:
+    def __init__(self, node: Node, segment: bytes, console: ConsoleFactory,
+                 services: FileServices) -> None:
         super().__init__()
         self._node = node
         self._segment = segment
         self._console = console
+        self._services = services
 
     def _guarded(self) -> BearerGuard:
-        node = self._node
-        lookup = ServerLookup(node, self._segment, lambda server: ServerResource(node, server))
+        node, services = self._node, self._services
+        lookup = ServerLookup(node, self._segment,
+                              lambda server: ServerResource(node, server, services))
         return BearerGuard(lookup, lambda: str(node.config.token))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
@@ -149,15 +155,18 @@ class ServerResource(JsonResource):
     ``/api/servers/{uuid}`` of a known server.
     """
 
-    def __init__(self, node: Node, server: Server) -> None:
+    def __init__(self, node: Node, server: Server, services: FileServices) -> None:
         super().__init__()
         self._node = node
         self._server = server
+        self._services = services
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
         The server's routes.
         """
+        if path == b"files":
+            return FilesResource(self._node, self._server, self._services)
         route = ROUTES.get(path)
         if route is None:
             return ErrorResource(NotFound())

@@ -37,6 +37,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request, Site
 
+from ..files import FileServices
 from ..node import Node
 
 from ..websocket.protocol import ConsoleFactory
@@ -66,12 +67,12 @@ class ApiBranch(JsonResource):
     it); unknown paths are a 404 after the check (§2.2).
     """
 
-    def __init__(self, node: Node, console: ConsoleFactory) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices) -> None:
         super().__init__()
         self._node = node
         self.putChild(b"system", self._guard(SystemResource(node)))
         self.putChild(b"update", self._guard(UpdateResource(node)))
-        self.putChild(b"servers", ServersBranch(node, console))
+        self.putChild(b"servers", ServersBranch(node, console, services))
         self.putChild(b"deauthorize-user", self._guard(DeauthorizeUserResource(node)))
 
     def _guard(self, resource: IResource) -> BearerGuard:
@@ -142,7 +143,7 @@ def build_root(node: Node) -> Subtree:
     """
     root = JsonResource()
     body_sinks: BodySinks = {}
-    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node)))
+    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node)))
     root.putChild(b"download", download_tree(node))
     mount(root, b"upload", upload_tree(node), body_sinks)
     return Subtree(root, body_sinks)

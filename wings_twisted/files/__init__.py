@@ -1,0 +1,31 @@
+"""
+The state the file routes keep between requests, per node: chunked upload
+sessions (``chunked``), remote pulls (``pull``), and — as they land — archive
+tasks.
+``FileServices`` bundles them; ``web.site.build_root`` makes the node's one
+bundle and the file routes share it.
+
+A feature package: it may use the domain (``servers``, ``fs``, ``streams``,
+``archive``) and the ground, never the web layer.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import DeferredLock
+
+from ..node import Node
+from .chunked import ChunkedUploads
+from .pull import Pulls
+
+
+class FileServices:
+    """
+    The node's file-route state.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.uploads = ChunkedUploads(node)
+        #: Remote pulls (``pull``).
+        self.pulls = Pulls(node)
+        #: One line edit at a time per server (``web.file_lines``).
+        self.edit_locks: dict[str, DeferredLock] = {}
