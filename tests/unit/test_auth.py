@@ -17,6 +17,7 @@ import jwt
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from wings_twisted.auth.tokens import KIND_MARKERS, MAX_LIFETIME
 from wings_twisted.auth import (
     DOWNLOAD_BACKUP,
     DOWNLOAD_FILE,
@@ -27,6 +28,8 @@ from wings_twisted.auth import (
     ExpiredToken,
     InvalidToken,
     MalformedToken,
+    WrongKind,
+    check_kind,
     MissingBearer,
     ScopeMismatch,
     TokenKind,
@@ -286,11 +289,12 @@ class PanelTokenTests(SynchronousTestCase):
         claims = panel_claims(exp=NOW + 0.5, iat=NOW, nbf=NOW - 300.5)
         self.assertEqual(decode(panel_token(claims)), claims)
 
-    def test_exp_in_the_far_future(self) -> None:
+    def test_exp_up_to_a_day_ahead(self) -> None:
         """
-        A very large integer ``exp`` is just a far expiry.
+        An ``exp`` up to ``MAX_LIFETIME`` (a day) after now is accepted: the
+        Panel's 15 minutes plus any plausible clock skew.
         """
-        claims = panel_claims(exp=10 ** 30)
+        claims = panel_claims(exp=NOW + MAX_LIFETIME)
         self.assertEqual(decode(panel_token(claims)), claims)
 
     def test_leeway(self) -> None:
@@ -303,10 +307,15 @@ class PanelTokenTests(SynchronousTestCase):
 
     def test_iat_and_nbf_not_checked(self) -> None:
         """
-        ``iat`` far in the future and ``nbf`` in the future do not matter, nor
-        do their types.
+        ``iat`` and ``nbf`` in the future do not matter, nor do their types:
+        the future here is ahead of both the token's ``now`` and the real
+        clock (year 2096), so neither our check nor a library default that
+        reads the wall clock could let it through by accident.
         """
-        claims = panel_claims(iat=int(NOW) + 86400, nbf="tomorrow")
+        future = 4_000_000_000
+        claims = panel_claims(iat=future, nbf=future + 300)
+        self.assertEqual(decode(panel_token(claims)), claims)
+        claims = panel_claims(iat="tomorrow", nbf=[future])
         self.assertEqual(decode(panel_token(claims)), claims)
 
     def test_aud_iss_sub_jti_not_checked(self) -> None:
@@ -465,6 +474,18 @@ class RejectedTokenTests(SynchronousTestCase):
         for literal in (b"Infinity", b"NaN", b"-Infinity"):
             payload = _json(panel_claims(exp=0)).replace(b'"exp":0', b'"exp":' + literal)
             self.assertInvalid(craft({"alg": "HS256"}, None, raw_payload=payload), ExpiredToken)
+
+    def test_exp_too_far_ahead(self) -> None:
+        """
+        An ``exp`` more than ``MAX_LIFETIME`` after now, such as ``10**30`` or
+        the JSON number ``1e400`` (infinite once parsed), is refused.
+        """
+        self.assertInvalid(panel_token(panel_claims(exp=NOW + MAX_LIFETIME + 1)), ExpiredToken)
+        self.assertInvalid(panel_token(panel_claims(exp=10 ** 30)), ExpiredToken)
+        self.assertInvalid(panel_token(panel_claims(exp=10 ** 400)), ExpiredToken)
+        payload = _json(panel_claims(exp=0)).replace(b'"exp":0', b'"exp":1e400')
+        self.assertInvalid(craft({"alg": "HS256", "typ": "JWT"}, None, raw_payload=payload),
+                           ExpiredToken)
 
     def test_exp_other_types(self) -> None:
         """
@@ -657,7 +678,7 @@ class ScopeTests(SynchronousTestCase):
         self.assertRaises(ScopeMismatch, check_scope, claims, "websocket")
         self.assertIsNone(check_scope(claims, "file-upload"))
         self.assertEqual(
-            WEBSOCKET.decode(panel_token(panel_claims(permissions=[])), KEY, now=NOW,
+            WEBSOCKET.decode(panel_token(panel_claims(permissions=[], file_path=_DROP)), KEY, now=NOW,
                              with_scope=False, require_scope=True)["permissions"], [])
 
     def test_check_scope_absent(self) -> None:
@@ -673,6 +694,99 @@ class ScopeTests(SynchronousTestCase):
         """
         token = panel_token(panel_claims(exp=int(NOW) - 10, scope="file-upload"))
         self.assertRaises(ExpiredToken, decode, token)
+
+
+def real_claims(kind: str) -> dict[str, Any]:
+    """
+    The private claims each Panel ``NodeJWTService`` caller puts in its token
+    (``FileController::download``, ``DownloadLinkService``,
+    ``FileUploadController``, ``WebsocketController``): upload tokens of some
+    Panel versions carry no user claims, websocket tokens an extra
+    ``user_id``.
+    """
+    base = panel_claims(file_path=_DROP)
+    if kind == "file-download":
+        base["file_path"] = "/world/level.dat"
+    elif kind == "backup-download":
+        base["backup_uuid"] = "5e2f1b0a-9c8d-4e7f-a6b5-c4d3e2f1a0b9"
+        del base["user_uuid"], base["user_id"]
+    elif kind == "file-upload":
+        del base["user_uuid"], base["user_id"]
+    elif kind == "websocket":
+        base["permissions"] = ["control.console", "websocket.connect"]
+    return base
+
+
+class TokenKindTests(SynchronousTestCase):
+    """
+    Each signed-URL route accepts only its own kind of Panel token, told apart
+    by the kind's marker claim when no ``scope`` is sent.
+    """
+
+    kinds = {"file-download": DOWNLOAD_FILE, "backup-download": DOWNLOAD_BACKUP,
+             "file-upload": UPLOAD, "websocket": WEBSOCKET}
+
+    def test_real_tokens_accepted_on_their_route(self) -> None:
+        """
+        Every real Panel token shape decodes on its own route, with and
+        without a matching ``scope`` (Panel 1.12.3+).
+        """
+        for name, kind in self.kinds.items():
+            for extra in ({}, {"scope": name}):
+                claims = dict(real_claims(name), **extra)
+                self.assertEqual(kind.decode(panel_token(claims), KEY, now=NOW), claims)
+
+    def test_other_kinds_refused(self) -> None:
+        """
+        A token of one kind is refused on every other route (an upload
+        refuses a websocket token or a download token of the same server):
+        `WrongKind` for a marker of another kind, a missing-claim error for
+        a token lacking the route's own marker.
+        """
+        for route, kind in self.kinds.items():
+            for other in self.kinds:
+                if other == route:
+                    continue
+                token = panel_token(real_claims(other))
+                with self.assertRaises(MalformedToken, msg=(route, other)):
+                    kind.decode(token, KEY, now=NOW)
+
+    def test_upload_refuses_each_marker(self) -> None:
+        """
+        An upload token carrying ``file_path``, ``backup_uuid`` or
+        ``permissions`` is refused with `WrongKind`, whatever the marker's
+        value.
+        """
+        for marker, value in (("file_path", "/"), ("backup_uuid", ""), ("permissions", [])):
+            claims = dict(real_claims("file-upload"), **{marker: value})
+            with self.assertRaises(WrongKind, msg=marker):
+                UPLOAD.decode(panel_token(claims), KEY, now=NOW)
+
+    def test_marker_refused_despite_scope(self) -> None:
+        """
+        A ``scope`` naming the route does not excuse another kind's marker.
+        """
+        claims = dict(real_claims("websocket"), scope="file-upload websocket")
+        self.assertRaises(WrongKind, UPLOAD.decode, panel_token(claims), KEY, now=NOW)
+
+    def test_websocket_checks_kind_without_scope(self) -> None:
+        """
+        The websocket (which checks ``scope`` later) still refuses a
+        download token that also carries ``permissions``.
+        """
+        claims = dict(real_claims("websocket"), file_path="/x")
+        self.assertRaises(WrongKind, WEBSOCKET.decode, panel_token(claims), KEY, now=NOW,
+                          with_scope=False)
+
+    def test_check_kind(self) -> None:
+        """
+        ``check_kind`` passes a kind's own marker and refuses the others.
+        """
+        self.assertIsNone(check_kind({"file_path": "/a"}, "file-download"))
+        self.assertIsNone(check_kind({}, "file-upload"))
+        self.assertRaises(WrongKind, check_kind, {"permissions": []}, "file-download")
+        self.assertEqual(set(KIND_MARKERS.values()),
+                         {"file-download", "backup-download", "websocket"})
 
 
 class TokenStoreTests(SynchronousTestCase):

@@ -281,6 +281,20 @@ class UploadTests(SynchronousTestCase):
         other = mint(self.h.clock, server_uuid="0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7")
         self.assertEqual(self.h.request(raw_upload(other, payload)).status, 404)
 
+    def test_other_token_kinds_refused(self) -> None:
+        """
+        A websocket token or a download token of the same server (a subuser
+        who may only open the console, or read one file) is 403 on the upload
+        route and writes nothing, even without a ``scope`` claim.
+        """
+        payload = body(part("files", "evil.txt", b"x"))
+        for claims in ({"permissions": ["control.console"]}, {"file_path": "/one.txt"},
+                       {"backup_uuid": "5e2f1b0a-9c8d-4e7f-a6b5-c4d3e2f1a0b9"}):
+            response = self.h.request(raw_upload(self.token(**claims), payload))
+            self.assertEqual((response.status, response.json()["error"]),
+                             (403, "The provided token is invalid or has expired."), claims)
+        self.assertEqual(self.tree(), [])
+
     def test_upload_id_cannot_be_resumed_by_a_download(self) -> None:
         """
         A ``unique_id`` first used by an upload is burnt for downloads too,
