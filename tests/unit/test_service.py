@@ -48,6 +48,37 @@ class BootTests(SynchronousTestCase):
         self.assertEqual(self.h.state.reset_count, 1)
         self.assertEqual(self.fatal, [])
 
+    def test_garbage_listing_is_a_panel_failure(self) -> None:
+        """
+        ``meta.last_page: 1e309`` is retried as a panel error and, when the
+        panel recovers, boot completes; no unhandled exception is logged.
+        """
+        garbage = b'{"data": [], "meta": {"current_page": 1, "last_page": 1e309}}'
+        self.h.state.faults.add("GET", "/servers", Respond(200, garbage), Respond(200, garbage))
+        self.start()
+        self.assertEqual(self.fatal, [])
+        self.assertEqual(sorted(s.uuid for s in self.h.node.registry), sorted([SERVER, OTHER]))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_garbage_numbers_skip_the_server(self) -> None:
+        """
+        A server whose document carries a number that is not finite or out of
+        range (``memory_limit: 1e309``, a port of 10**30) is skipped like any
+        unusable entry; the others boot.
+        """
+        settings = dict(self.h.state.servers[SERVER].settings)
+        settings["build"] = dict(settings.get("build") or {}, memory_limit=float("inf"))
+        other = dict(self.h.state.servers[OTHER].settings)
+        other["allocations"] = {"default": {"ip": "0.0.0.0", "port": 10 ** 30}}
+        self.h.state.faults.add("GET", "/servers", Respond(200, {
+            "data": [{"uuid": SERVER, "settings": settings, "process_configuration": {}},
+                     {"uuid": OTHER, "settings": other, "process_configuration": {}}],
+            "meta": {"current_page": 1, "last_page": 1}}))
+        self.start()
+        self.assertEqual(self.fatal, [])
+        self.assertEqual(list(self.h.node.registry), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_bad_entry_skipped(self) -> None:
         """
         A malformed entry skips only that server.
