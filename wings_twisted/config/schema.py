@@ -252,7 +252,10 @@ class ProcessEnvironmentConfig:
     use_pty: bool = True
     shell: str = "/bin/bash"
     memory_watchdog: bool = True
+    #: also permits the ``unshare`` helper, which is not a boundary
     allow_unsandboxed_install: bool = False
+    #: network of the install jail: auto | slirp4netns | none | host
+    install_network: Literal["auto", "slirp4netns", "none", "host"] = "auto"
 
 
 @dataclass(frozen=True)

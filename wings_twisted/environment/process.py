@@ -410,6 +410,7 @@ class ProcessEnvironment:
             sys.executable, procs=group.procs_files() if group else (),
             uid=settings.uid if drop else -1, gid=settings.gid if drop else -1,
             merge=not options.use_pty, parent_death_signal=signal.SIGHUP,
+            no_new_privileges=True,
         ) + [shell, "-c", render_invocation(settings.invocation)]
         env = dict(settings.env)
         env["HOME"] = settings.volume
@@ -728,7 +729,9 @@ class ProcessEnvironment:
             tmp_directory=self._config.system.tmp_directory, script=script, image=image,
             entrypoint=entrypoint, env=tuple(env),
             allow_unsandboxed=self._config.environment.process.allow_unsandboxed_install,
-            daemon_path=self._daemon_path, python=sys.executable)
+            daemon_path=self._daemon_path, python=sys.executable,
+            uid=settings.uid, gid=settings.gid,
+            network=self._config.environment.process.install_network)
         d = Deferred.fromCoroutine(run_install(
             self._reactor, self._run_blocking, job, on_line,
             which=self._which, is_root=os.geteuid() == 0))
