@@ -176,6 +176,20 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(response.status, 400)
         self.assertEqual(self.tree(), ["new", "new/dir", "new/dir/first.txt"])
 
+    def test_file_count_capped(self) -> None:
+        """
+        More file parts than ``api.upload_max_files`` in one request: 400,
+        the parts before the cap stay, none after it is written.
+        """
+        h = Harness(FilePath(self.mktemp()), SERVER, api={"upload_max_files": 2})
+        h.add_server(SERVER)
+        payload = body(*[part("files", "f%d.txt" % i, b"x") for i in range(5)])
+        response = h.request(raw_upload(mint(h.clock, server_uuid=SERVER), payload))
+        self.assertEqual(response.status, 400)
+        self.assertIn("at most 2", response.json()["error"])
+        root = h.node.registry.get(SERVER).volume.root
+        self.assertEqual(sorted(os.listdir(root)), ["f0.txt", "f1.txt"])
+
     def test_failed_part_removes_created_directories(self) -> None:
         """
         A failing single-file upload into new directories leaves the volume

@@ -75,6 +75,8 @@ class ApiConfig:
     disable_remote_download: bool = False
     #: MiB, per uploaded file.
     upload_limit: int = 100
+    #: [project] file parts accepted in one POST /upload/file (the Panel sends one per request)
+    upload_max_files: int = 1000
     trusted_proxies: tuple[str, ...] = ()
     downloads: DownloadsConfig = _sub(DownloadsConfig)
     remote_download: RemoteDownloadConfig = _sub(RemoteDownloadConfig)

@@ -32,12 +32,14 @@ from .paths import (
     InvalidMove,
     IsDirectory,
     NameTooLong,
+    NoSpace,
     NotDirectory,
     NotFound,
     QuotaExceeded,
     SpecialFile,
     clean_path,
 )
+from .quota import INODE_CHARGE, Reservation, charge, charge_size
 from .volume import Volume
 
 __all__ = [
@@ -53,10 +55,15 @@ __all__ = [
     "InvalidMove",
     "IsDirectory",
     "NameTooLong",
+    "NoSpace",
     "NotDirectory",
     "NotFound",
     "QuotaExceeded",
     "SpecialFile",
     "Volume",
     "clean_path",
+    "INODE_CHARGE",
+    "Reservation",
+    "charge",
+    "charge_size",
 ]

@@ -44,7 +44,7 @@ from .paths import (
     split_path,
     translate_error,
 )
-from .quota import DiskQuota
+from .quota import BLOCKS, Accounting, DiskQuota, Reservation
 
 __all__ = ["Volume"]
 
@@ -66,6 +66,7 @@ class Volume:
         disk_check_interval: float = 150.0,
         clock: Callable[[], float] = time.monotonic,
         chown: bool = True,
+        accounting: Accounting = BLOCKS,
     ) -> None:
         """
         :param root: host path of the volume directory (made absolute).
@@ -73,15 +74,19 @@ class Volume:
         :param disk_check_interval: seconds between usage walks; 0 never walks.
         :param clock: monotonic seconds, used only to age the usage walk.
         :param chown: give created files and directories to ``uid:gid``.
+        :param accounting: what entries cost against the limit (`quota.BLOCKS`, this project's
+            default, or upstream's `quota.BYTES`).
         """
         self.root = os.path.abspath(root)
         self._owner: Owner = (uid, gid) if chown else None
         self._matcher = IgnoreMatcher(denylist)
+        self._accounting = accounting
         self._quota = DiskQuota(
-            functools.partial(tree.measure, self.root),
+            functools.partial(tree.measure, self.root, accounting),
             limit_bytes=disk_limit_bytes,
             check_interval=disk_check_interval,
             clock=clock,
+            accounting=accounting,
         )
 
     # -- volume directory ------------------------------------------------------------------------
@@ -253,14 +258,14 @@ class Volume:
         Remove a file, a symlink (never its target) or a directory tree, and subtract the regular
         file bytes removed from the usage.
 
-        :return: the regular-file bytes removed.
+        :return: the usage charged to what was removed (`quota.charge`).
         :raises NotFound: missing, escaping, or the volume root.
         """
         clean, parts = split_path(path)
         if not parts:
             raise NotFound(clean)
         with self._directory(clean, parts[:-1]) as parent:
-            freed = tree.remove_at(parent, parts[-1])
+            freed = tree.remove_at(parent, parts[-1], self._accounting)
         if freed is None:
             raise NotFound(clean)
         self.add_usage(-freed)
@@ -427,6 +432,27 @@ class Volume:
         Adjust the counter after one of the daemon's own writes or deletions (never below 0).
         """
         self._quota.add(delta)
+
+    def reserve(self) -> Reservation:
+        """
+        A reservation for a write of unknown final size (a pull, an extraction): ``require`` the
+        usage change written so far before each chunk, ``commit`` or ``release`` at the end
+        (`quota.Reservation`).
+        """
+        return self._quota.reserve()
+
+    def reserved_usage(self) -> int:
+        """
+        The bytes held by writes in progress.
+        """
+        return self._quota.reserved()
+
+    @property
+    def accounting(self) -> Accounting:
+        """
+        What entries cost against the limit.
+        """
+        return self._accounting
 
     def fits(self, delta: int) -> bool:
         """
