@@ -326,7 +326,8 @@ class ServersTests(SynchronousTestCase):
         self.assertEqual(set(details["utilization"]), {
             "memory_bytes", "memory_limit_bytes", "cpu_absolute", "network", "uptime", "state",
             "disk_bytes"})
-        self.assertEqual(details["utilization"]["disk_bytes"], 1000)
+        # Charged in blocks with 4 KiB per inode (fs.quota): a 1000-byte file is 4 KiB.
+        self.assertEqual(details["utilization"]["disk_bytes"], 4096)
         self.assertEqual(details["configuration"]["uuid"], SERVER)
         listing = self.h.get("/api/servers").json()
         self.assertEqual([d["configuration"]["uuid"] for d in listing], [SERVER])

@@ -11,7 +11,8 @@ followed for open, read, write or stat; delete, rename and `Volume.lstat` act on
 
 Whole-tree walks live in `wings_twisted.fs.tree`, the usage counter in `wings_twisted.fs.quota`,
 whole-file writes in `wings_twisted.fs.atomic` and open file handles in `wings_twisted.fs.handles`;
-`Volume` keeps their entry points.
+`Volume` keeps their entry points.  The module is a little long because `Volume` is one cohesive
+facade: each method is the entry point of one operation, a few lines around the shared walk.
 """
 
 from __future__ import annotations
@@ -446,13 +447,6 @@ class Volume:
         The bytes held by writes in progress.
         """
         return self._quota.reserved()
-
-    @property
-    def accounting(self) -> Accounting:
-        """
-        What entries cost against the limit.
-        """
-        return self._accounting
 
     def fits(self, delta: int) -> bool:
         """

@@ -49,6 +49,7 @@ from twisted.web.http import RESPONSES
 from ..auth import UPLOAD
 from ..servers.server import Server
 from ..streams.spool import Spool
+from .channel import BodyProducer
 from .errors import ApiError, BadRequest, JsonResource, to_api_error
 from .formdata import (base_name, clean_directory, latin1_to_text, multipart_boundary,
                        part_file, valid_name)
@@ -110,11 +111,13 @@ class UploadSink:
         self._spool = Spool(node.run_blocking)
         # The spool pauses the connection while the disk lags behind.
         # A TCP transport is a push producer (it pauses its reads).
-        self._spool.registerProducer(cast(IPushProducer, transport_of(request)), True)
+        # Through BodyProducer: the channel's idle timeout waits while we pause.
+        self._spool.registerProducer(
+            BodyProducer(cast(IPushProducer, transport_of(request)), request.channel), True)
 
     def _check_headers(self, token: bytes) -> None:
         node = self._node
-        self.claims, self.server = verify_signed_token(node, token, UPLOAD)
+        self.claims, self.server = verify_signed_token(node, token, UPLOAD, self._request)
         consume_token(node, self._request, self.claims, is_range=False, resumable=False)
         self.server.check_writable()
         content_type = self._request.requestHeaders.getRawHeaders(b"Content-Type")
