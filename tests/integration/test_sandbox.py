@@ -178,7 +178,8 @@ class InstallerTests(TestCase):
         lines: list[str] = []
         d: Deferred[Any] = environment.run_installer("echo started\nsleep 60\n", "", "bash", (),
                                                      lines.append)
-        await poll(lambda: "started" in lines)
+        # The jail's probe and network take a while on a loaded machine.
+        await poll(lambda: "started" in lines, TIMEOUT * 4)
         d.cancel()
         with self.assertRaises(CancelledError):
             await d

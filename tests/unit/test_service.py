@@ -79,6 +79,22 @@ class BootTests(SynchronousTestCase):
         self.assertEqual(list(self.h.node.registry), [])
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_crash_leftovers_removed(self) -> None:
+        """
+        Temporary upload files a crashed daemon left (at any depth) and half-removed trees are
+        gone after boot, and not counted; other files stay (before: they stayed forever).
+        """
+        volume = os.path.join(self.h.config.system.data, SERVER)
+        os.makedirs(os.path.join(volume, "a", ".wings-rm-0011223344556677", "deep"))
+        for path in (".upload-0123456789abcdef.part", "a/.upload-fedcba9876543210.part",
+                     "a/.wings-rm-0011223344556677/deep/x", "keep.txt", "a/.upload-notes.txt"):
+            with open(os.path.join(volume, path), "wb") as f:
+                f.write(b"x" * 10)
+        self.start()
+        found = sorted(os.path.relpath(os.path.join(d, n), volume)
+                       for d, dirs, files in os.walk(volume) for n in dirs + files)
+        self.assertEqual(found, ["a", "a/.upload-notes.txt", "keep.txt"])
+
     def test_bad_entry_skipped(self) -> None:
         """
         A malformed entry skips only that server.

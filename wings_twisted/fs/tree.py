@@ -20,7 +20,8 @@ from typing import Sequence
 from .paths import DIR_FLAGS, close_all, lstat_at
 from .quota import BLOCKS, Accounting
 
-__all__ = ["chown_tree", "is_temp_name", "measure", "remove_at", "remove_entry", "remove_tree"]
+__all__ = ["chown_tree", "is_temp_name", "measure", "remove_at", "remove_entry", "remove_leftovers",
+           "remove_tree"]
 
 #: The names of the temporary files `atomic.AtomicWrite` writes beside their destination.
 TEMP_PREFIX = ".upload-"
@@ -167,7 +168,7 @@ def remove_tree(parent_fd: int, name: str, rule: Accounting = BLOCKS) -> int:
             if subdirectories:
                 child = subdirectories.pop()
                 if len(frames) >= _TREE_FD_DEPTH:
-                    moved = ".wings-rm-%s" % (secrets.token_hex(8),)
+                    moved = REMOVAL_PREFIX + secrets.token_hex(8)
                     try:
                         os.rename(child, moved, src_dir_fd=fd, dst_dir_fd=frames[0][0])
                     except FileNotFoundError:
@@ -290,6 +291,39 @@ def _empty_files(fd: int, rule: Accounting) -> tuple[int, list[str]]:
             continue
         freed += rule.charge(st)
     return freed, subdirectories
+
+
+#: The directories `remove_tree` moves deep subdirectories to while it works.
+REMOVAL_PREFIX = ".wings-rm-"
+
+
+def remove_leftovers(root: str) -> int:
+    """
+    Remove what a crash of the daemon can leave in a volume: temporary files of writes in
+    progress (`is_temp_name`, regular files only) and half-removed trees (`REMOVAL_PREFIX`
+    directories), at any depth, following no link.  Returns how many entries were removed.
+    Only safe while nothing writes to the volume (at boot, before the server is registered).
+    """
+    removed = 0
+    for _, directories, files, dir_fd in os.fwalk(root, follow_symlinks=False):
+        for name in files:
+            if not is_temp_name(name):
+                continue
+            st = lstat_at(dir_fd, name)
+            if st is not None and _stat.S_ISREG(st.st_mode):
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        for name in [d for d in directories if d.startswith(REMOVAL_PREFIX)]:
+            directories.remove(name)  # not walked into: removed whole
+            try:
+                remove_tree(dir_fd, name)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def chown_tree(root: str, uid: int, gid: int) -> None:

@@ -109,6 +109,13 @@ class Volume:
         finally:
             os.close(fd)
 
+    def remove_leftovers(self) -> int:
+        """
+        Remove the temporary files and half-removed trees a crash left (`tree.remove_leftovers`;
+        at boot only).  Returns how many entries went.
+        """
+        return tree.remove_leftovers(self.root)
+
     def remove_root(self) -> None:
         """
         Remove the whole volume without following any link; a missing volume is fine.
