@@ -590,6 +590,26 @@ class RejectedTokenTests(SynchronousTestCase):
         big = panel_token(panel_claims(padding="x" * MAX_TOKEN_LENGTH))
         self.assertInvalid(big, MalformedToken)
 
+    def test_length_boundary(self) -> None:
+        """
+        A valid token of exactly ``MAX_TOKEN_LENGTH`` characters is accepted; one character
+        more is refused before its signature is looked at.
+        """
+        def token_of(length: int) -> str:
+            base = len(craft({"typ": "JWT", "alg": "HS256"}, panel_claims(padding="")))
+            guess = (length - base) * 3 // 4
+            for extra in range(4):
+                for size in range(guess - 10, guess + 10):
+                    claims = panel_claims(padding="x" * size)
+                    token = craft({"typ": "JWT", "alg": "HS256", "x": "y" * extra}, claims)
+                    if len(token) == length:
+                        return token
+            raise AssertionError("no token of length {}".format(length))
+
+        exact = token_of(MAX_TOKEN_LENGTH)
+        self.assertEqual(decode(exact)["padding"][:1], "x")
+        self.assertInvalid(token_of(MAX_TOKEN_LENGTH + 1), MalformedToken)
+
     def test_non_object_parts(self) -> None:
         """
         A header or payload that is valid JSON but not an object is refused.
@@ -813,23 +833,23 @@ class TokenStoreTests(SynchronousTestCase):
         """
         The first use of an id succeeds and records it.
         """
-        self.assertFalse(self.store.seen("u1"))
-        self.assertTrue(self.consume())
-        self.assertTrue(self.store.seen("u1"))
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.consume(), True)
+        self.assertIs(self.store.seen("u1"), True)
 
     def test_first_use_with_range(self) -> None:
         """
         A first use that carries Range succeeds like any first use.
         """
-        self.assertTrue(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), True)
 
     def test_plain_reuse_refused(self) -> None:
         """
         A second request without Range is refused, from any IP.
         """
         self.consume()
-        self.assertFalse(self.consume())
-        self.assertFalse(self.consume(ip="198.51.100.1"))
+        self.assertIs(self.consume(), False)
+        self.assertIs(self.consume(ip="198.51.100.1"), False)
 
     def test_range_reuse_same_ip(self) -> None:
         """
@@ -837,17 +857,17 @@ class TokenStoreTests(SynchronousTestCase):
         as often as needed, including during the second equal to ``exp``.
         """
         self.consume()
-        self.assertTrue(self.consume(is_range=True))
-        self.assertTrue(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), True)
+        self.assertIs(self.consume(is_range=True), True)
         self.clock.advance(self.exp - self.clock.seconds() + 0.9)
-        self.assertTrue(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), True)
 
     def test_range_reuse_other_ip(self) -> None:
         """
         A Range request from another IP is refused.
         """
         self.consume()
-        self.assertFalse(self.consume(is_range=True, ip="203.0.113.8"))
+        self.assertIs(self.consume(is_range=True, ip="203.0.113.8"), False)
 
     def test_range_reuse_after_exp(self) -> None:
         """
@@ -855,14 +875,14 @@ class TokenStoreTests(SynchronousTestCase):
         """
         self.consume()
         self.clock.advance(self.exp - self.clock.seconds() + 1)
-        self.assertFalse(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), False)
 
     def test_resume_switched_off(self) -> None:
         """
         With ``allow_resume`` false a Range reuse is refused.
         """
         self.consume()
-        self.assertFalse(self.consume(is_range=True, allow_resume=False))
+        self.assertIs(self.consume(is_range=True, allow_resume=False), False)
 
     def test_no_grant_without_resume(self) -> None:
         """
@@ -870,29 +890,29 @@ class TokenStoreTests(SynchronousTestCase):
         leaves no grant: even a same-IP Range request later is refused.
         """
         self.consume(allow_resume=False)
-        self.assertFalse(self.consume(is_range=True, allow_resume=True))
+        self.assertIs(self.consume(is_range=True, allow_resume=True), False)
 
     def test_upload_strict(self) -> None:
         """
         Uploads (``is_range=False, allow_resume=False``) are strictly single use.
         """
-        self.assertTrue(self.consume(allow_resume=False))
-        self.assertFalse(self.consume(allow_resume=False))
+        self.assertIs(self.consume(allow_resume=False), True)
+        self.assertIs(self.consume(allow_resume=False), False)
 
     def test_ids_independent(self) -> None:
         """
         Consuming one id does not affect another.
         """
         self.consume("u1")
-        self.assertTrue(self.consume("u2"))
+        self.assertIs(self.consume("u2"), True)
 
     def test_seen_never_records(self) -> None:
         """
         ``seen`` (HEAD) does not record, however often it is asked.
         """
-        self.assertFalse(self.store.seen("u1"))
-        self.assertFalse(self.store.seen("u1"))
-        self.assertTrue(self.consume())
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.consume(), True)
         self.assertEqual(len(self.store), 1)
 
     def test_purge_after_ttl(self) -> None:
@@ -908,8 +928,8 @@ class TokenStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.purge(), 0)
         self.clock.advance(1)
         self.assertEqual(self.store.purge(), 1)
-        self.assertFalse(self.store.seen("old"))
-        self.assertTrue(self.store.seen("young"))
+        self.assertIs(self.store.seen("old"), False)
+        self.assertIs(self.store.seen("young"), True)
         self.assertEqual(len(self.store), 1)
         self.clock.advance(1800)
         self.assertEqual(self.store.purge(), 1)
@@ -921,9 +941,9 @@ class TokenStoreTests(SynchronousTestCase):
         """
         self.consume()
         self.clock.advance(3600)
-        self.assertFalse(self.store.seen("u1"))
-        self.assertTrue(self.consume())
-        self.assertFalse(self.consume())
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.consume(), True)
+        self.assertIs(self.consume(), False)
 
     def test_custom_ttl(self) -> None:
         """
