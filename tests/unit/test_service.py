@@ -14,7 +14,9 @@ from wings_twisted.activity import rfc3339
 from wings_twisted.devpanel.faults import Respond
 from wings_twisted.service import WingsService
 
-from ..support import SERVER, USER, Harness
+from wings_twisted.servers.store import read_states, write_states
+
+from ..support import SERVER, USER, FakeEnvironment, Harness
 
 OTHER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"
 
@@ -131,6 +133,75 @@ class BootTests(SynchronousTestCase):
         self.h.clock.advance(3601)
         self.h.clock.advance(300)
         self.assertEqual(len(tokens), 0)
+
+
+class RestoreTests(SynchronousTestCase):
+    """
+    ``states.json`` at boot (lifecycle.md §1.4) and at shutdown.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(FilePath(self.mktemp()), SERVER, OTHER)
+        self.envs: dict[str, FakeEnvironment] = {}
+
+        def make(settings: object) -> FakeEnvironment:
+            env = FakeEnvironment()
+            self.envs[getattr(settings, "uuid")] = env
+            return env
+
+        self.h.node.make_environment = make  # type: ignore[method-assign,assignment]
+        self.fatal: list[str] = []
+        self.service = WingsService(self.h.node, fatal=self.fatal.append)
+        self.path = os.path.join(self.h.config.system.root_directory, "states.json")
+
+    def boot(self) -> None:
+        self.service.startService()
+        for _ in range(50):
+            self.h.panel_http.flush()
+            self.h.clock.advance(1)
+
+    def test_recorded_running_is_started(self) -> None:
+        """
+        A server recorded ``running`` is started again; one recorded ``offline`` is not.
+        """
+        write_states(self.path, {SERVER: "running", OTHER: "offline"})
+        self.boot()
+        self.addCleanup(self.service.stopService)
+        self.assertIn(("start",), self.envs[SERVER].calls)
+        self.assertNotIn(("start",), self.envs[OTHER].calls)
+
+    def test_running_process_is_adopted(self) -> None:
+        """
+        A process still running is adopted (``running``, synced), not started twice.
+        """
+        write_states(self.path, {SERVER: "offline"})
+        self.h.node.make_environment = lambda settings: self.envs.setdefault(  # type: ignore
+            getattr(settings, "uuid"), _alive())
+        self.boot()
+        self.addCleanup(self.service.stopService)
+        env = self.envs[SERVER]
+        self.assertEqual(env.state, "running")
+        self.assertNotIn(("start",), env.calls)
+
+    def test_shutdown_records_then_stops(self) -> None:
+        """
+        At shutdown the states are written first (a running server recorded ``running``), then
+        every running server is stopped with the 10 s budget, killed if needed.
+        """
+        write_states(self.path, {SERVER: "running"})
+        self.boot()
+        self.envs[SERVER].set_state("running")
+        self.service.stopService()
+        self.assertEqual(read_states(self.path)[SERVER], "running")
+        self.assertIn(("wait_for_stop", 10.0, True), self.envs[SERVER].calls)
+        self.assertNotIn(("wait_for_stop", 10.0, True), self.envs[OTHER].calls)
+        self.assertEqual(self.envs[SERVER].state, "offline")
+
+
+def _alive() -> FakeEnvironment:
+    env = FakeEnvironment()
+    env.alive = True
+    return env
 
 
 class ActivityTests(SynchronousTestCase):
