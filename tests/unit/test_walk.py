@@ -113,6 +113,21 @@ class WalkTests(SynchronousTestCase):
         self.assertEqual(caught.exception.errno, errno.EMFILE)
         self.assertNotIsInstance(caught.exception, NotFound)
 
+    def test_root_open_other_error_never_walks_the_working_directory(self) -> None:
+        """
+        A root whose open fails with an error other than missing/not-a-directory
+        (``ENAMETOOLONG``) raises it; the walk never resolves the parts against the working
+        directory, even where they exist there.
+        """
+        probe = "walk-probe-" + os.path.basename(self.base.path)
+        os.mkdir(probe)
+        self.addCleanup(os.rmdir, probe)
+        root = os.path.join(self.base.path, "r" * (NAME_MAX + 1))
+        with self.assertRaises(OSError) as caught:
+            with walk.directory(root, "/" + probe, [probe]):
+                self.fail("walked from the working directory")
+        self.assertEqual(caught.exception.errno, errno.ENAMETOOLONG)
+
     def test_root_missing_or_not_a_directory(self) -> None:
         """
         A missing root, a root that is a file and a root that is a symlink are `NotFound`.
@@ -149,6 +164,35 @@ class WalkTests(SynchronousTestCase):
         self.assertEqual(self.listing(["sub", "up"]), ["marker-b"])
         self.assertEqual(self.listing(["sub", "here"]), ["b", "sub"])
         self.assertRaises(NotFound, self.listing, ["sub", "deep"])
+
+    def test_dot_then_dotdot_in_link_text(self) -> None:
+        """
+        ``sub/l -> ./../b``: the ``.`` stays put, so the ``..`` climbs to the root and the walk
+        lands in ``b`` (not in ``sub/b``).
+        """
+        self.mark("b")
+        self.mark("sub", "b")
+        os.symlink("./../b", self.root.child("sub").child("l").path)
+        self.assertEqual(self.listing(["sub", "l"]), ["marker-b"])
+
+    def test_created_flag_not_carried_to_an_existing_directory(self) -> None:
+        """
+        Link text that creates ``d`` at the root, climbs back and enters an existing ``a/d``
+        records only the new ``d``: the existing one keeps its mode and is never undone.
+        """
+        self.mark("a", "d")
+        os.chmod(self.root.descendant(["a", "d"]).path, 0o700)
+        os.symlink("d/../a/d", self.root.child("l").path)
+        created: list[tuple[int, str]] = []
+        self.assertEqual(self.listing(["l"], created=created), ["marker-a-d"])
+        try:
+            self.assertEqual([name for _, name in created], ["d"])
+            self.assertEqual(stat.S_IMODE(os.stat(self.root.descendant(["a", "d"]).path).st_mode),
+                             0o700)
+        finally:
+            release_created(created, undo=True)
+        self.assertTrue(self.root.descendant(["a", "d"]).exists())
+        self.assertFalse(self.root.child("d").exists())
 
     def test_link_then_more_parts(self) -> None:
         """
