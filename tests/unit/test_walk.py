@@ -333,6 +333,57 @@ class WalkTests(SynchronousTestCase):
         release_created(created, undo=True)
         self.assertFalse(self.root.child("m1").exists())
 
+    def test_creation_raced_by_a_remover_is_bounded(self) -> None:
+        """
+        Something that removes each directory as soon as it is made cannot keep the walk busy
+        forever: after ``2 * MAX_DEPTH`` attempts it gives up with `NotFound`.
+        """
+        calls = []
+
+        def racing_mkdir(name: str, mode: int, *, dir_fd: int) -> None:
+            calls.append(name)
+            os.mkdir(name, mode, dir_fd=dir_fd)
+            os.rmdir(name, dir_fd=dir_fd)
+
+        created: list[tuple[int, str]] = []
+        with self.assertRaises(NotFound):
+            with walk.directory(self.root.path, "/x/y", ["x", "y"], created=created,
+                                mkdir=racing_mkdir):
+                self.fail("walked into a removed directory")
+        self.assertEqual(calls, ["x"] * (2 * MAX_DEPTH))
+        self.assertEqual(created, [])
+
+    def test_mkdir_error_is_raised_at_once(self) -> None:
+        """
+        A ``mkdir`` that fails (a full or read-only disk) raises its error translated at once,
+        without retrying.
+        """
+        calls = []
+
+        def failing_mkdir(name: str, mode: int, *, dir_fd: int) -> None:
+            calls.append(name)
+            raise OSError(errno.ENAMETOOLONG, "refused")
+
+        with self.assertRaises(NameTooLong):
+            with walk.directory(self.root.path, "/x", ["x"], created=[], mkdir=failing_mkdir):
+                pass
+        self.assertEqual(calls, ["x"])
+
+    def test_mkdir_existing_is_fine(self) -> None:
+        """
+        A directory made by someone else between the open and the mkdir is walked into (and
+        not recorded as created).
+        """
+        def other_made_it(name: str, mode: int, *, dir_fd: int) -> None:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+            raise FileExistsError(errno.EEXIST, "exists")
+
+        created: list[tuple[int, str]] = []
+        with walk.directory(self.root.path, "/x", ["x"], created=created,
+                            mkdir=other_made_it) as fd:
+            self.assertEqual(os.listdir(fd), [])
+        self.assertEqual(created, [])
+
     def test_mkdir_into_a_file(self) -> None:
         """
         Creating below an existing file is `NotDirectory` and records nothing.
