@@ -141,6 +141,8 @@ def one_run(base: str, variant: str, connections: int, calls: int) -> dict[str, 
     overrides: dict[str, Any] = {}
     if variant == "no per-IP cap":
         overrides = {"api": {"max_unauthenticated_per_ip": 0}}
+    elif variant == "cap 64 per IP":
+        overrides = {"api": {"max_unauthenticated_per_ip": 64}}
     with Processes() as processes:
         daemon = Daemon(processes, base,
                         config_overrides=_merge_api(overrides) if overrides else None)
@@ -177,7 +179,7 @@ def main() -> int:
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    variants = ["baseline", "default (cap 64 per IP)", "no per-IP cap"]
+    variants = ["baseline", "default (cap 4096 per IP)", "cap 64 per IP", "no per-IP cap"]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     with scratch("flood") as base:
         for run in range(args.runs):
@@ -201,22 +203,23 @@ def main() -> int:
             every.append([variant, n + 1, "{:.1f}".format(r["median"]), "{:.1f}".format(r["p99"]),
                           "{:.1f}".format(r["max"]), "{:.0f}".format(r["rss"]),
                           "{:.0f}".format(r["fds"]), "{:.0f}".format(r["held"])])
-    worst = max(median([r["p99"] for r in results[v]]) for v in variants[1:])
+    worst = median([r["p99"] for r in results[variants[1]]])
     body = header_lines(this_command(), args.runs,
                         "; {} idle connections, {} Panel calls per run".format(
                             args.connections, args.calls))
     body += ["", "Target: p99 of the Panel's `GET /api/system` under the flood < {:.0f} ms: {} "
-             "(worst variant {:.1f} ms).".format(TARGET_P99_MS, verdict(worst < TARGET_P99_MS),
+             "(default configuration: {:.1f} ms).".format(TARGET_P99_MS, verdict(worst < TARGET_P99_MS),
                                                  worst), ""]
     body += table(["variant", "median ms", "p99 ms", "max ms", "daemon RSS MiB",
                    "daemon fds", "flood sockets (client side)"], rows)
     body += ["", "Every run:", ""]
     body += table(["variant", "run", "median ms", "p99 ms", "max ms", "RSS MiB", "fds",
                    "held"], every)
-    body += ["", "With the cap, the daemon closes the oldest unauthenticated connections of the "
-             "address past 64, so the flood client keeps re-opening them and the daemon holds "
-             "about 64; without it, all 2,000 are held (the soft open-file limit is raised at "
-             "start) and each waits for the 30 s header timeout.  The flood comes from "
+    body += ["", "With the default cap (4096) and without one, all 2,000 are held (the soft "
+             "open-file limit is raised at start) and each waits for the 30 s header timeout. "
+             "With a cap of 64 the daemon closes the oldest unauthenticated connections of the "
+             "address past 64, the flood client re-opens them at once, and that accept/abort "
+             "churn (both on the same 2 cores) is what costs the Panel latency.  The flood comes from "
              "127.0.0.2: a flood from the Panel's own address can get the Panel's fresh "
              "connection evicted before its request is read (the cap evicts the oldest "
              "unauthenticated connection of an address), which no per-address rule avoids."]

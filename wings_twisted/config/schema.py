@@ -84,7 +84,7 @@ class ApiConfig:
     #: [project] seconds a kept-alive connection may wait for its next request (0 = no limit)
     keepalive_timeout: int = 60
     #: [project] connections per client IP that have not authenticated (0 = no cap)
-    max_unauthenticated_per_ip: int = 64
+    max_unauthenticated_per_ip: int = 4096
     trusted_proxies: tuple[str, ...] = ()
     downloads: DownloadsConfig = _sub(DownloadsConfig)
     remote_download: RemoteDownloadConfig = _sub(RemoteDownloadConfig)

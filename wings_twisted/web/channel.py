@@ -16,12 +16,16 @@ Decisions [project] (the spec is silent; upstream relies on Go's defaults):
   that arrives restarts it, so a slow but progressing upload is never cut.
 * **Keep-alive timeout** (``api.keepalive_timeout``, 60 s): an idle kept-alive connection with
   no new request is closed.
-* **Unauthenticated connections per IP** (``api.max_unauthenticated_per_ip``, 64; 0 = no cap): a
+* **Unauthenticated connections per IP** (``api.max_unauthenticated_per_ip``, 4096; 0 = no cap): a
   connection counts until one of its requests presents valid credentials (the node token, a
   valid signed URL, or a console upgrade, whose socket has its own auth timeout).  When an IP
   goes over the cap its *oldest* unauthenticated connection is aborted, rather than the new one
   refused: a Panel sharing an address with a flood (a NAT, a proxy, loopback) still gets in,
-  since its request authenticates within milliseconds.
+  since its request authenticates within milliseconds.  The default is a safety net against
+  descriptor exhaustion, not the slowloris defence (the header timeout is): a held connection
+  costs a few KiB, while a cap that bites makes a flood that reconnects at once churn through
+  accepts and aborts, which costs the Panel more latency than holding it (``bench/RESULTS.md``,
+  flood section: p99 19 ms with 2,000 held, 260 ms to 1.1 s with a cap of 64).
 * **Oversized headers**: a request line or header line over 16 KiB, or a head over 16 KiB in
   total, is answered ``431 Request Header Fields Too Large`` (upstream Go: 431 too) and the
   connection closed, instead of being dropped silently.
