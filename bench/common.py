@@ -863,7 +863,7 @@ def profile_lines(profiler: Profiler, title: str) -> list[str]:
 
 
 
-SECTION_ORDER = ("summary", "downloads", "uploads", "concurrent", "notes")
+SECTION_ORDER = ("summary", "downloads", "uploads", "concurrent", "flood", "notes")
 
 
 def write_section(key: str, title: str, body: Sequence[str]) -> None:

@@ -132,11 +132,26 @@ class WingsService(MultiService):
             except (ServerConfigError, OSError) as e:
                 log.error("Skipping server {uuid}: {error}", uuid=uuid, error=str(e))
                 continue
+            await self._remove_leftovers(server)
             node.registry.add(server)
         log.info("Loaded {count} servers from the panel", count=len(node.registry))
         await self.restore_states()
         reset = Deferred.fromCoroutine(node.panel.reset_servers())
         reset.addErrback(lambda f: log.failure("Resetting server states on the panel failed", f))
+
+    async def _remove_leftovers(self, server: Server) -> None:
+        """
+        Temporary files of uploads cut short by a crash (nothing writes to the volume yet: the
+        server is not registered).
+        """
+        try:
+            removed = await self.node.run_blocking(server.volume.remove_leftovers)
+        except Exception:
+            log.failure("Removing leftovers in the volume of {uuid} failed", uuid=server.uuid)
+            return
+        if removed:
+            log.info("Removed {count} temporary file(s) left in the volume of {uuid}",
+                     count=removed, uuid=server.uuid)
 
     async def restore_states(self) -> None:
         """

@@ -68,6 +68,33 @@ DEFAULT_CONFIG = "/etc/pterodactyl/config.yml"
 BACKLOG = 1024
 
 
+def raise_open_files(getrlimit: Callable[[int], tuple[int, int]] | None = None,
+                     setrlimit: Callable[[int, tuple[int, int]], None] | None = None) -> int:
+    """
+    Raise the soft ``RLIMIT_NOFILE`` to the hard limit (logged), so that a flood of
+    connections does not exhaust the descriptors the daemon needs for the Panel, its files and
+    its children (the default soft limit is often 1,024).  Returns the soft limit now in force.
+    """
+    import resource
+
+    get = getrlimit or resource.getrlimit
+    put = setrlimit or resource.setrlimit
+    soft, hard = get(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        # Linux refuses an infinite NOFILE; its real ceiling is nr_open.
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            put(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as e:
+            log.warn("Could not raise the open-file limit from {soft} to {hard}: {error}",
+                     soft=soft, hard=hard, error=str(e))
+            return soft
+        log.info("Raised the open-file limit from {soft} to {hard}", soft=soft, hard=hard)
+        return hard
+    return soft
+
+
 def tune_malloc() -> None:
     """
     Keep glibc from returning heap memory to the kernel after every upload
@@ -350,6 +377,7 @@ def daemon_service(options: Options, reactor: IReactor) -> tuple[IService, bool]
     config = load(path)
     debug = bool(options["debug"]) or config.debug
     start_logging(config, debug, reactor)
+    raise_open_files()
     try:
         service = build_service(config, reactor, config_path=path, listen=options["listen"],
                                 insecure=bool(options["ignore-certificate-errors"]),

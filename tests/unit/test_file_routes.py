@@ -508,12 +508,13 @@ class TouchStatSearchTests(FileRouteCase):
 
     def test_disk_usage(self) -> None:
         """
-        The regular-file bytes and the limit in bytes.
+        The usage as the quota charges it (a file costs at least 4 KiB) and
+        the limit in bytes.
         """
-        self.root.child("f").setContent(b"x" * 1000)
+        self.root.child("f").setContent(b"x" * 5000)
         self.server.volume.set_disk_limit(5 * 1024 * 1024)
         self.assertEqual(self.call("GET", "disk-usage").json(),
-                         {"current_bytes": 1000, "limit_bytes": 5 * 1024 * 1024})
+                         {"current_bytes": 8192, "limit_bytes": 5 * 1024 * 1024})
 
 
 class WriteGuardTests(FileRouteCase):

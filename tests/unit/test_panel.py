@@ -123,6 +123,48 @@ class PanelClientTests(SynchronousTestCase):
         self.assertLessEqual(self.clock.seconds() - start, 31)
         self.assertGreaterEqual(len(self.h.state.received), 6)
 
+    def test_garbage_page_numbers_are_panel_errors(self) -> None:
+        """
+        A listing whose ``meta`` page numbers are not small non-negative
+        integers (``1e309`` parses as infinity, ``NaN``, ``1.5``, ``-1``, a
+        billion pages, ``true``, ``"x"``, a list) is retried and then fails
+        as a ``PanelError``, never an ``OverflowError`` or a flood of page
+        requests.
+        """
+        for value in (b"1e309", b"NaN", b"1.5", b"-1", b"1000000000", b"true", b'"x"', b"[2]"):
+            body = b'{"data": [], "meta": {"current_page": 1, "last_page": ' + value + b"}}"
+            self.h.state.faults.add("GET", "/servers", *[Respond(200, body)] * 100)
+            failure = self.drive(self.panel.get_servers())
+            self.assertIsInstance(failure.value, PanelError, value)
+            self.assertEqual(failure.value.code, "_InvalidResponse")
+            self.h.state.faults.clear()
+        self.assertLess(len(self.h.state.received), 8 * 30)
+
+    def test_garbage_is_retried_then_accepted(self) -> None:
+        """
+        A garbage answer (invalid JSON, no ``data`` array, a non-object
+        server document) is retried like a 5xx, so a panel that recovers
+        within the budget is used.
+        """
+        self.h.state.faults.add("GET", "/servers", Respond(200, b"{not json"),
+                                Respond(200, {"data": 5}),
+                                Respond(200, {"data": [], "meta": {"last_page": 1e308 * 10}}))
+        entries = self.drive(self.panel.get_servers(per_page=50))
+        self.assertEqual(sorted(e["uuid"] for e in entries), sorted([SERVER] + UUIDS))
+        self.h.state.faults.add("GET", "/servers/" + SERVER, Respond(200, [1, 2]))
+        answer = self.drive(self.panel.get_server(SERVER))
+        self.assertEqual(answer["settings"]["uuid"], SERVER)
+
+    def test_install_script_types(self) -> None:
+        """
+        An install script whose ``entrypoint`` or ``container_image`` is not
+        a string is a panel failure.
+        """
+        self.h.state.faults.add("GET", "/servers/{}/install".format(SERVER),
+                                *[Respond(200, {"script": "x", "entrypoint": ["bash"]})] * 100)
+        failure = self.drive(self.panel.get_install_script(SERVER))
+        self.assertIsInstance(failure.value, PanelError)
+
     def test_backoff_waits(self) -> None:
         """
         With no jitter the waits are 0.5, 0.75, 1.125 … seconds, capped at 12.

@@ -79,6 +79,16 @@ class ApiConfig:
     disable_remote_download: bool = False
     #: MiB, per uploaded file.
     upload_limit: int = 100
+    #: [project] file parts accepted in one POST /upload/file (the Panel sends one per request)
+    upload_max_files: int = 1000
+    #: [project] seconds for a request's line and headers to arrive (0 = no limit)
+    header_timeout: int = 30
+    #: [project] seconds without a byte while a request body is expected (0 = no limit)
+    idle_timeout: int = 120
+    #: [project] seconds a kept-alive connection may wait for its next request (0 = no limit)
+    keepalive_timeout: int = 60
+    #: [project] connections per client IP that have not authenticated (0 = no cap)
+    max_unauthenticated_per_ip: int = 4096
     trusted_proxies: tuple[str, ...] = ()
     downloads: DownloadsConfig = _sub(DownloadsConfig)
     remote_download: RemoteDownloadConfig = _sub(RemoteDownloadConfig)
@@ -256,7 +266,10 @@ class ProcessEnvironmentConfig:
     use_pty: bool = True
     shell: str = "/bin/bash"
     memory_watchdog: bool = True
+    #: also permits the ``unshare`` helper, which is not a boundary
     allow_unsandboxed_install: bool = False
+    #: network of the install jail: auto | slirp4netns | none | host
+    install_network: Literal["auto", "slirp4netns", "none", "host"] = "auto"
 
 
 @dataclass(frozen=True)

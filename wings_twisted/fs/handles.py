@@ -135,12 +135,14 @@ class FileHandle:
         if offset < 0:
             raise ValueError("negative offset")
         view = memoryview(data).cast("B")
-        size = os.fstat(fd).st_size
+        before = os.fstat(fd)
+        size = before.st_size
         if self._append:
             offset = size
         # An empty write extends nothing, whatever its offset.
         end = offset + len(view) if view else size
-        if not self._quota.fits(max(0, end - size)):
+        rule = self._quota.accounting
+        if not self._quota.fits(max(0, rule.charge_size(max(end, size)) - rule.charge_size(size))):
             raise QuotaExceeded(self.path)
         position = offset
         try:
@@ -152,7 +154,7 @@ class FileHandle:
         finally:
             # Account what was added even when a write fails half-way (ENOSPC, EIO).
             if position > offset:
-                self._quota.add(max(0, position - size))
+                self._quota.add(rule.charge(os.fstat(fd)) - rule.charge(before))
         return position - offset
 
     def fstat(self) -> os.stat_result:
@@ -170,11 +172,13 @@ class FileHandle:
         fd = self._writable_fd()
         if size < 0:
             raise ValueError("negative size")
-        current = os.fstat(fd).st_size
-        if not self._quota.fits(max(0, size - current)):
+        before = os.fstat(fd)
+        current = before.st_size
+        rule = self._quota.accounting
+        if not self._quota.fits(max(0, rule.charge_size(size) - rule.charge_size(current))):
             raise QuotaExceeded(self.path)
         os.ftruncate(fd, size)
-        self._quota.add(size - current)
+        self._quota.add(rule.charge(os.fstat(fd)) - rule.charge(before))
 
     def chmod(self, mode: int) -> None:
         """
@@ -257,6 +261,8 @@ def open_at(
             give(fd, owner)
             os.fchmod(fd, mode & 0o7777)
         handle = FileHandle(fd, clean, quota, readable=read, writable=write, append=append)
+        if created:
+            quota.add(quota.accounting.charge(os.fstat(fd)))
         if truncate and st.st_size:
             handle.truncate(0)
     except BaseException:

@@ -45,7 +45,7 @@ from .paths import (
     split_path,
     translate_error,
 )
-from .quota import DiskQuota, QuotaDelegate
+from .quota import BLOCKS, Accounting, DiskQuota, QuotaDelegate
 
 __all__ = ["Volume"]
 
@@ -67,6 +67,7 @@ class Volume(QuotaDelegate):
         disk_check_interval: float = 150.0,
         clock: Callable[[], float] = time.monotonic,
         chown: bool = True,
+        accounting: Accounting = BLOCKS,
     ) -> None:
         """
         :param root: host path of the volume directory (made absolute).
@@ -74,15 +75,19 @@ class Volume(QuotaDelegate):
         :param disk_check_interval: seconds between usage walks; 0 never walks.
         :param clock: monotonic seconds, used only to age the usage walk.
         :param chown: give created files and directories to ``uid:gid``.
+        :param accounting: what entries cost against the limit (`quota.BLOCKS`, this project's
+            default, or upstream's `quota.BYTES`).
         """
         self.root = os.path.abspath(root)
         self._owner: Owner = (uid, gid) if chown else None
         self._matcher = IgnoreMatcher(denylist)
+        self._accounting = accounting
         self._quota = DiskQuota(
-            functools.partial(tree.measure, self.root),
+            functools.partial(tree.measure, self.root, accounting),
             limit_bytes=disk_limit_bytes,
             check_interval=disk_check_interval,
             clock=clock,
+            accounting=accounting,
         )
 
     # -- volume directory ------------------------------------------------------------------------
@@ -103,6 +108,13 @@ class Volume(QuotaDelegate):
             give(fd, self._owner)
         finally:
             os.close(fd)
+
+    def remove_leftovers(self) -> int:
+        """
+        Remove the temporary files and half-removed trees a crash left (`tree.remove_leftovers`;
+        at boot only).  Returns how many entries went.
+        """
+        return tree.remove_leftovers(self.root)
 
     def remove_root(self) -> None:
         """
@@ -285,14 +297,14 @@ class Volume(QuotaDelegate):
         Remove a file, a symlink (never its target) or a directory tree, and subtract the regular
         file bytes removed from the usage.
 
-        :return: the regular-file bytes removed.
+        :return: the usage charged to what was removed (`quota.charge`).
         :raises NotFound: missing, escaping, or the volume root.
         """
         clean, parts = split_path(path)
         if not parts:
             raise NotFound(clean)
         with self._directory(clean, parts[:-1]) as parent:
-            freed = tree.remove_at(parent, parts[-1])
+            freed = tree.remove_at(parent, parts[-1], self._accounting)
         if freed is None:
             raise NotFound(clean)
         self.add_usage(-freed)

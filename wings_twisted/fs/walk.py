@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .paths import (
     DIR_FLAGS,
@@ -64,6 +64,7 @@ def directory(
     *,
     owner: Owner = None,
     created: list[tuple[int, str]] | None = None,
+    mkdir: Callable[..., None] = os.mkdir,
 ) -> Iterator[int]:
     """
     The descriptor of the directory ``parts`` leads to from the volume ``root``, valid inside the
@@ -74,10 +75,11 @@ def directory(
     :param created: when given, missing directories are created (0755, chowned) and recorded in it
         as ``(duplicate of the parent descriptor, name)``, shallowest first; the caller releases
         them with `release_created`.
+    :param mkdir: ``os.mkdir`` (tests pass one that races with a remover).
     """
     stack = [_open_root(root, clean)]
     try:
-        _descend(stack, parts, clean, owner, created)
+        _descend(stack, parts, clean, owner, created, mkdir)
         yield stack[-1]
     finally:
         close_all(stack)
@@ -89,6 +91,7 @@ def _descend(
     clean: str,
     owner: Owner,
     created: list[tuple[int, str]] | None,
+    mkdir: Callable[..., None] = os.mkdir,
 ) -> None:
     """
     Walk ``parts`` as directories from ``stack[-1]``, pushing one descriptor per level.
@@ -134,7 +137,7 @@ def _descend(
                 if mkdir_attempts > 2 * MAX_DEPTH:
                     raise NotFound(clean) from None
                 try:
-                    os.mkdir(name, DIR_MODE, dir_fd=top)
+                    mkdir(name, DIR_MODE, dir_fd=top)
                 except FileExistsError:
                     pass
                 except OSError as mkdir_error:

@@ -19,6 +19,7 @@ the daemon is the ``ServerContext``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Callable, Coroutine, Mapping, Protocol
 
@@ -47,18 +48,48 @@ class ServerConfigError(ValueError):
     """
 
 
+#: Largest magnitude accepted for a number from the panel (JSON's safe
+#: integer range); anything larger is garbage, not a limit.
+MAX_PANEL_NUMBER = 2 ** 53
+
+
 def as_int(value: Any, default: int = 0) -> int:
     """
-    A panel number as an int (booleans, nulls and non-numbers give ``default``).
+    A panel number as an int (booleans, nulls and non-numbers give
+    ``default``); a non-finite number (``1e309``, ``NaN``) or one beyond
+    ``MAX_PANEL_NUMBER`` is a ``ServerConfigError`` (a panel failure), never
+    an ``OverflowError``.
     """
     if isinstance(value, bool) or value is None:
         return default
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ServerConfigError("the panel sent a non-finite number ({!r})".format(value))
     if isinstance(value, (int, float)):
-        return int(value)
-    try:
-        return int(str(value))
-    except ValueError:
-        return default
+        number = int(value)
+    else:
+        text = str(value).strip()
+        if len(text) > 20:
+            return default
+        try:
+            number = int(text)
+        except ValueError:
+            return default
+    if abs(number) > MAX_PANEL_NUMBER:
+        raise ServerConfigError("the panel sent an out-of-range number ({!r})".format(value))
+    return number
+
+
+def check_numbers(settings: Mapping[str, Any]) -> None:
+    """
+    Read every number of a server document the daemon uses, so that a bad
+    one is refused (``ServerConfigError``) before anything is applied.
+    """
+    build = as_mapping(settings.get("build"))
+    for key in ("memory_limit", "swap", "io_weight", "cpu_limit", "disk_space"):
+        as_int(build.get(key))
+    port = as_int(as_mapping(as_mapping(settings.get("allocations")).get("default")).get("port"))
+    if not 0 <= port <= 65535:
+        raise ServerConfigError("the panel sent an invalid port ({!r})".format(port))
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
@@ -121,6 +152,7 @@ class Server:
             raise ServerConfigError("settings must be an object")
         if not isinstance(process_configuration, Mapping):
             raise ServerConfigError("process_configuration must be an object")
+        check_numbers(settings)
         self.settings = dict(settings)
         self.process_configuration = dict(process_configuration)
         self.volume.set_denylist(self.denylist)

@@ -128,6 +128,9 @@ _FS_ERRORS: list[tuple[type[Exception], int, str]] = [
     (fs.QuotaExceeded, 400, "There is not enough disk space available to perform that action."),
     (fs.NameTooLong, 400, "Cannot perform that action: file name is too long."),
     (fs.SpecialFile, 400, "Cannot open files of this type."),
+    # [project] The node's own disk is full (ENOSPC/EDQUOT): 507 Insufficient Storage, a
+    # node-level failure the user can read, instead of a generic 500.
+    (fs.NoSpace, 507, "The node's disk is full: the file could not be written."),
 ]
 
 

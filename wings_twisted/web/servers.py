@@ -31,6 +31,7 @@ from ..node import Node
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound
 from .request import ApiRequest
 from ..files import FileServices
+from .channel import mark_authenticated
 from .files import FilesResource
 from .guard import BearerGuard
 from .lookup import ServerLookup
@@ -94,6 +95,9 @@ class ServerBranch(JsonResource):
         ``ws`` (the console), else the server's routes behind the guard.
         """
         if path == b"ws":
+            # The socket authenticates itself (websocket.auth_timeout): the upgrade
+            # leaves the per-IP count of unauthenticated HTTP connections.
+            mark_authenticated(request)
             return ConsoleBranch(self._node, self._segment, self._console)
         return self._guarded().getChildWithDefault(path, request)
 
