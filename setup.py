@@ -25,6 +25,7 @@ setup(
         "wings_twisted.files",
         "wings_twisted.fs",
         "wings_twisted.servers",
+        "wings_twisted.sftp",
         "wings_twisted.streams",
         "wings_twisted.web",
         "wings_twisted.websocket",
@@ -32,7 +33,9 @@ setup(
     ],
     package_data={"twisted": ["plugins/wings_plugin.py"]},
     install_requires=[
-        "twisted[tls]>=25.5.0",
+        "twisted[tls,conch]>=25.5.0",
+        # Ed25519 PKCS#8 host keys (sftp/hostkey.py)
+        "cryptography>=42",
         "autobahn>=24.4",
         "pyjwt>=2.8",
         "treq>=24.9",
@@ -43,5 +46,5 @@ setup(
         # zoneinfo falls back to it where the system has no zone database
         "tzdata",
     ],
-    extras_require={"test": ["hypothesis>=6.100"]},
+    extras_require={"test": ["hypothesis>=6.100", "paramiko>=3.4"]},
 )

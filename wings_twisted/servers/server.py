@@ -79,6 +79,17 @@ class ConsoleSocket(Protocol):
     def close_socket(self, code: int, reason: str) -> None: ...
 
 
+class FileSession(Protocol):
+    """
+    An open SFTP connection as the server keeps it (``sftp.session.SftpUser``).
+    """
+
+    @property
+    def user_uuid(self) -> str: ...
+
+    def end(self, reason: str) -> None: ...
+
+
 class Server:
     """
     One server registered on this node.  ``environment`` is set by
@@ -97,6 +108,8 @@ class Server:
         self.occupancy = Occupancy()
         self.events = EventBus()
         self.sockets: set[ConsoleSocket] = set()
+        # SFTP connections, ended on suspension, deletion and deauthorisation (sftp.md §4).
+        self.file_sessions: set[FileSession] = set()
         self.crashed_at: float | None = None
         self.done = DoneMatcher(())
         self.environment: IEnvironment | None = None
@@ -373,6 +386,15 @@ class Server:
         for socket in list(self.sockets):
             if user_uuid is None or socket.user_uuid == user_uuid:
                 socket.close_socket(code, reason)
+
+    def end_file_sessions(self, reason: str, user_uuid: str | None = None) -> None:
+        """
+        End every SFTP connection to this server (or those of one user).
+        """
+        for session in list(self.file_sessions):
+            if user_uuid is None or session.user_uuid == user_uuid:
+                self.file_sessions.discard(session)
+                session.end(reason)
 
     def configuration(self) -> dict[str, Any]:
         """
