@@ -77,6 +77,7 @@ class SftpServerProtocol(fx.FileTransferServer):
         self._on_progress = on_progress
         self._input = bytearray()
         self._skip = 0
+        self._dispatching = False
         #: Bytes of reads and writes under way.
         self.load = 0
         #: Set by the channel while its output waits for the client's window.
@@ -111,8 +112,12 @@ class SftpServerProtocol(fx.FileTransferServer):
 
     def dispatch(self) -> None:
         """
-        Dispatch every whole request in the buffer, unless busy.
+        Dispatch every whole request in the buffer, unless busy (a call made while dispatching,
+        by work that finished at once, returns: the running loop goes on).
         """
+        if self._dispatching:
+            return
+        self._dispatching = True
         buf = self._input
         pos = 0
         try:
@@ -137,6 +142,7 @@ class SftpServerProtocol(fx.FileTransferServer):
                 self._dispatch_one(kind, request, data)
         finally:
             del buf[:pos]
+            self._dispatching = False
 
     def _dispatch_one(self, kind: int, request: int, data: bytes) -> None:
         request_id = struct.pack("!L", request)

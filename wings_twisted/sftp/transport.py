@@ -178,6 +178,13 @@ class SftpTransport(transport.SSHServerTransport):
         self._authenticated()
         super().connectionLost(reason)
 
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        """
+        The client disconnected; an ordinary goodbye is not an error.
+        """
+        log.debug("SFTP client disconnected ({code}): {reason!r}", code=reasonCode,
+                  reason=description)
+
     def facts(self) -> ConnectionFacts:
         """
         What logins on this connection carry (one object per connection: it also remembers the
@@ -216,10 +223,11 @@ class SftpFactory(SSHFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> SftpTransport:
         """
-        A transport for one client connection.
+        A transport for one client connection, offering the one host key's algorithm.
         """
-        built = super().buildProtocol(addr)
-        assert isinstance(built, SftpTransport)
+        built = SftpTransport()
+        built.factory = self
+        built.supportedPublicKeys = [b"ssh-ed25519"]
         if self._on_connection is not None:
             self._on_connection(built)
         return built
