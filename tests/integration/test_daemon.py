@@ -96,6 +96,8 @@ class DaemonTestCase(TestCase):
         }
         # An existing account: the daemon would otherwise create "pterodactyl".
         config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
+        # SFTP on a free loopback port (the default 2022 would collide between tests).
+        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
         path = os.path.join(base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
