@@ -11,6 +11,7 @@ import struct
 
 from twisted.conch.ssh import filetransfer as fx
 from twisted.conch.ssh.common import NS
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
@@ -182,6 +183,8 @@ class ChannelTests(SynchronousTestCase):
         adjustments: list[int] = []
 
         class Avatar:
+            clock = Clock()
+
             def filesystem(self) -> object:
                 return filesystem(h, server)
 

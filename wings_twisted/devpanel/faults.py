@@ -107,12 +107,6 @@ class FaultQueue:
         key = (method.upper(), normalise_path(path))
         self._queues.setdefault(key, deque()).extend(faults)
 
-    def clear(self) -> None:
-        """
-        Forget every fault still queued.
-        """
-        self._queues.clear()
-
     def pop(self, method: str, path: str, route: str | None) -> Fault | None:
         """
         Take the next fault for a request, or ``None`` when nothing is queued.
