@@ -4,9 +4,11 @@ Open SFTP handles: files (``ISFTPFile`` over an ``fs.FileHandle``) and directory
 Every operation on one file handle runs in a worker thread, one after the other, in the order the
 requests arrived (`HandleQueue`): the handle's quota accounting needs one thread at a time, and a
 ``CLOSE`` must wait for the writes before it.  Requests that arrive while a batch runs are run
-together in the next batch, in one thread hop — a client keeps 64 reads or writes of 32 KiB in
-flight, and one hop per batch instead of per request is what lets a transfer run at disk speed
-(``bench/RESULTS.md``).  A batch holds at most `BATCH_BYTES` of writes.
+together in the next batch, in one thread hop; and a read or write that finds the queue idle waits
+`GATHER` seconds for the ones behind it — a client keeps 64 reads or writes of 32 KiB in flight but
+they arrive two per socket read, and a thread hop (waking a worker, the GIL handed over and back)
+costs more CPU than the write itself (``bench/RESULTS.md``).  A batch holds at most `BATCH_BYTES`
+of writes.
 
 Errors are raised as they come from ``fs``; `errors.sftp_error` turns them into statuses.
 """
@@ -20,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from twisted.conch.interfaces import ISFTPFile
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -36,6 +39,8 @@ log = Logger()
 BATCH_BYTES = 4 * 1024 * 1024
 #: Operations run in one thread hop at most.
 BATCH_OPERATIONS = 256
+#: Seconds a read or write that finds its queue idle waits for more (production; tests use 0).
+GATHER = 0.001
 
 
 def attributes(st: os.stat_result) -> dict[str, int]:
@@ -64,11 +69,19 @@ class HandleQueue:
     Runs the operations of one handle in order, in batches, off the reactor thread.
     """
 
-    def __init__(self, run_blocking: RunBlocking) -> None:
+    def __init__(self, run_blocking: RunBlocking, clock: IReactorTime | None = None,
+                 gather: float = 0.0) -> None:
+        """
+        :param gather: seconds a transfer operation that finds the queue idle waits for more
+            (with ``clock``); 0 runs it at once.
+        """
         self._run = run_blocking
+        self._clock = clock
+        self._gather = gather
         self._waiting: deque[tuple[Callable[..., Any], tuple[Any, ...], int, Deferred[Any]]]
         self._waiting = deque()
         self._running = False
+        self._scheduled: IDelayedCall | None = None
 
     @property
     def idle(self) -> bool:
@@ -77,19 +90,34 @@ class HandleQueue:
         """
         return not self._running and not self._waiting
 
-    def submit(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
+    def submit(self, fn: Callable[..., Any], *args: Any, size: int = 0,
+               transfer: bool = False) -> Deferred[Any]:
         """
         Run ``fn(*args)`` after everything submitted before; fires with its result.
 
         :param size: bytes the operation writes (bounds the batch).
+        :param transfer: a read or write, which may wait a moment for the ones behind it.
         """
         d: Deferred[Any] = Deferred()
         self._waiting.append((fn, args, size, d))
-        if not self._running:
+        if self._running or self._scheduled is not None:
+            return d
+        if transfer and self._gather > 0 and self._clock is not None:
+            self._scheduled = self._clock.callLater(self._gather, self._gathered)
+        else:
             self._next()
         return d
 
+    def _gathered(self) -> None:
+        self._scheduled = None
+        if not self._running:
+            self._next()
+
     def _next(self) -> None:
+        if self._scheduled is not None:
+            if self._scheduled.active():
+                self._scheduled.cancel()
+            self._scheduled = None
         batch: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         waiters: list[Deferred[Any]] = []
         total = 0
@@ -141,26 +169,28 @@ class SftpFile:
     def __init__(self, handle: FileHandle, run_blocking: RunBlocking, *,
                  check_write: Callable[[], None], check_read: Callable[[], None],
                  prepare_attrs: Callable[[dict[str, Any]], dict[str, Any]],
-                 on_close: Callable[[], None]) -> None:
+                 on_close: Callable[[], None], clock: IReactorTime | None = None,
+                 gather: float = 0.0) -> None:
         self._handle = handle
         self._prepare_attrs = prepare_attrs
-        self._queue = HandleQueue(run_blocking)
+        self._queue = HandleQueue(run_blocking, clock, gather)
         self._check_write = check_write
         self._check_read = check_read
         self._on_close = on_close
         self._closing: Deferred[None] | None = None
 
-    def _submit(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
+    def _submit(self, fn: Callable[..., Any], *args: Any, size: int = 0,
+                transfer: bool = False) -> Deferred[Any]:
         if self._closing is not None:
             raise sftp_error(ValueError("closed"))
-        return self._queue.submit(fn, *args, size=size).addErrback(_translate)
+        return self._queue.submit(fn, *args, size=size, transfer=transfer).addErrback(_translate)
 
     def readChunk(self, offset: int, length: int) -> Deferred[bytes]:
         """
         Up to ``length`` bytes at ``offset``; ``EOFError`` at or past the end.
         """
         self._check_read()
-        d = self._submit(self._handle.pread, offset, length)
+        d = self._submit(self._handle.pread, offset, length, transfer=True)
 
         def read(data: bytes) -> bytes:
             if not data and length:
@@ -174,7 +204,7 @@ class SftpFile:
         Write ``data`` at ``offset`` through the quota.
         """
         self._check_write()
-        d = self._submit(self._handle.pwrite, offset, data, size=len(data))
+        d = self._submit(self._handle.pwrite, offset, data, size=len(data), transfer=True)
         return d.addCallback(lambda _: None)
 
     def getAttrs(self) -> Deferred[dict[str, int]]:

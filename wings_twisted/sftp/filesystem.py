@@ -97,13 +97,17 @@ class SftpFilesystem:
     avatar = None
 
     def __init__(self, server: Server, login: Login, *, run_blocking: RunBlocking,
-                 activity: ActivityLog, read_only: bool) -> None:
+                 activity: ActivityLog, read_only: bool, gather: float = 0.0) -> None:
+        """
+        :param gather: seconds a read or write waits for the ones behind it (`files.GATHER`).
+        """
         self._server = server
         self._volume = server.volume
         self._login = login
         self._run = run_blocking
         self._activity = activity
         self._read_only = read_only
+        self._gather = gather
         self.handles = 0
 
     # -- rules -----------------------------------------------------------------------------------
@@ -215,7 +219,8 @@ class SftpFilesystem:
     def _file(self, handle: FileHandle) -> SftpFile:
         return SftpFile(handle, self._run, check_write=self._check_handle_write,
                         check_read=self._check_handle_read, prepare_attrs=self.file_attributes,
-                        on_close=self._release_handle)
+                        on_close=self._release_handle, clock=self._server.context.clock,
+                        gather=self._gather)
 
     def removeFile(self, filename: bytes) -> Deferred[None]:
         """

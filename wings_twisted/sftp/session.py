@@ -36,6 +36,7 @@ from zope.interface import implementer
 from ..node import Node
 from ..servers.server import Server
 from .auth import Login
+from .files import GATHER
 from .filesystem import SftpFilesystem
 from .protocol import SftpServerProtocol
 
@@ -203,7 +204,7 @@ class SftpUser(ConchUser):
         node = self._node
         return SftpFilesystem(self.server, self.login, run_blocking=node.run_blocking,
                               activity=node.activity,
-                              read_only=node.config.system.sftp.read_only)
+                              read_only=node.config.system.sftp.read_only, gather=GATHER)
 
     def end(self, reason: str) -> None:
         """
