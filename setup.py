@@ -33,6 +33,7 @@ setup(
         "wings_twisted.files",
         "wings_twisted.fs",
         "wings_twisted.servers",
+        "wings_twisted.sftp",
         "wings_twisted.streams",
         "wings_twisted.web",
         "wings_twisted.websocket",
@@ -40,7 +41,9 @@ setup(
     ],
     package_data={"twisted": ["plugins/wings_plugin.py"]},
     install_requires=[
-        "twisted[tls]>=25.5.0,<27",
+        "twisted[tls,conch]>=25.5.0,<27",
+        # Ed25519 PKCS#8 host keys (sftp/hostkey.py)
+        "cryptography>=42,<51",
         "autobahn>=24.4,<27",
         "pyjwt>=2.8,<3",
         "treq>=24.9,<27",
@@ -51,7 +54,7 @@ setup(
         # zoneinfo falls back to it where the system has no zone database
         "tzdata",
     ],
-    extras_require={"test": ["hypothesis>=6.100,<7"]},
+    extras_require={"test": ["hypothesis>=6.100,<7", "paramiko>=3.4,<5"]},
     # `wings` runs the daemon (as `twistd -n wings`) and has upstream's verbs.
     entry_points={"console_scripts": ["wings = wings_twisted.cli.main:main"]},
 )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import random
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
 
 from treq.client import HTTPClient
@@ -88,6 +89,17 @@ class PanelError(Exception):
             return cls(status, str(first.get("code")), str(first.get("detail")))
         except (ValueError, AttributeError, TypeError, IndexError, KeyError):
             return cls(status)
+
+
+@dataclass(frozen=True)
+class SftpGrant:
+    """
+    The panel's answer to a valid SFTP credential (``POST /sftp/auth``, panel.md §4).
+    """
+
+    user: str
+    server: str
+    permissions: tuple[str, ...]
 
 
 class PanelClient:
@@ -247,6 +259,25 @@ class PanelClient:
         """
         await self.request("POST", "/servers/{}/install".format(uuid),
                            body={"successful": successful, "reinstall": reinstall})
+
+    async def validate_sftp(self, credentials: Mapping[str, str]) -> SftpGrant:
+        """
+        ``POST /sftp/auth`` (panel.md §4, sftp.md §3.4) with the body as given (``type``,
+        ``username``, ``password``, ``ip``, ``session_id``, ``client_version``); retried on
+        network errors and 5xx within the 30-second budget like every call.
+
+        :raises PanelError: any 4xx (the credentials are refused), the budget spent, or an
+            answer without ``user``, ``server`` and a ``permissions`` list of strings.
+        """
+        answer = await self.request_json("POST", "/sftp/auth", body=dict(credentials))
+        if isinstance(answer, Mapping):
+            user, server = answer.get("user"), answer.get("server")
+            permissions = answer.get("permissions")
+            if (isinstance(user, str) and isinstance(server, str)
+                    and isinstance(permissions, list)
+                    and all(isinstance(p, str) for p in permissions)):
+                return SftpGrant(user, server, tuple(permissions))
+        raise PanelError(200, "_InvalidJSON", "The panel's SFTP answer is not usable.")
 
     async def send_activity(self, records: Sequence[Mapping[str, Any]]) -> None:
         """

@@ -2,13 +2,13 @@
 ``WingsService``: the daemon as one Twisted service.
 
 It owns the HTTP listener, the worker thread pool, the periodic jobs
-(single-use token purge every 5 minutes, activity flush) and the boot
+(single-use token purge every 5 minutes, the two activity flushes) and the boot
 sequence of panel.md §3.1–§3.2 and lifecycle.md §1.2–§1.5: load every
 server from the panel (fatal when the panel cannot be reached, as
 upstream), create missing volume directories, register the servers,
 restore the states recorded in ``states.json`` (servers that were running
-are started again, four at a time), then ``POST /servers/reset`` in the
-background.
+are started again, four at a time), start what waits for boot (the SFTP
+listener), then ``POST /servers/reset`` in the background.
 
 At shutdown ``states.json`` is written first, then every running process
 is stopped the way its egg says (ten seconds, then killed): processes of
@@ -19,7 +19,7 @@ record them as running so the next boot starts them again.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -72,10 +72,17 @@ class WingsService(MultiService):
     The whole daemon.
     """
 
-    def __init__(self, node: Node, *, fatal: Callable[[str], None]) -> None:
+    def __init__(self, node: Node, *, fatal: Callable[[str], None],
+                 after_boot: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+        """
+        :param after_boot: started in order once the servers are loaded and
+            their states restored, before the panel's reset (the SFTP
+            listener); each reports its own failures.
+        """
         super().__init__()
         self.node = node
         self._fatal = fatal
+        self._after_boot = list(after_boot)
         self.booted: Deferred[None] | None = None
         purge = TimerService(TOKEN_PURGE_INTERVAL, node.tokens.purge)
         purge.clock = node.clock
@@ -84,6 +91,9 @@ class WingsService(MultiService):
         flush = TimerService(max(interval, 1), self._flush_activity)
         flush.clock = node.clock
         flush.setServiceParent(self)
+        sftp_flush = TimerService(max(interval, 1), self._flush_sftp_activity)
+        sftp_flush.clock = node.clock
+        sftp_flush.setServiceParent(self)
         self._states_timer = TimerService(STATES_INTERVAL, self._save_states)
         self._states_timer.clock = node.clock
         self._restored = False
@@ -103,6 +113,11 @@ class WingsService(MultiService):
     def _flush_activity(self) -> Deferred[int]:
         d = Deferred.fromCoroutine(self.node.activity.flush())
         d.addErrback(lambda f: log.failure("Activity flush failed", f))
+        return d
+
+    def _flush_sftp_activity(self) -> Deferred[int]:
+        d = Deferred.fromCoroutine(self.node.activity.flush_sftp())
+        d.addErrback(lambda f: log.failure("SFTP activity flush failed", f))
         return d
 
     def startService(self) -> None:
@@ -136,6 +151,8 @@ class WingsService(MultiService):
             node.registry.add(server)
         log.info("Loaded {count} servers from the panel", count=len(node.registry))
         await self.restore_states()
+        for start in self._after_boot:
+            await start()
         reset = Deferred.fromCoroutine(node.panel.reset_servers())
         reset.addErrback(lambda f: log.failure("Resetting server states on the panel failed", f))
 

@@ -55,6 +55,7 @@ from .panel import PanelClient
 from .reactor import IReactor
 from .servers.context import EnvironmentFactory
 from .service import ThreadPoolService, WingsService
+from .sftp.service import SftpService
 from .sysuser import SystemUserError, resolve_system_user
 from .timezone import TimezoneError, resolve_timezone
 from .web.site import build_site
@@ -253,8 +254,10 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
             reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             reactor.stop()
 
-    service = WingsService(node, fatal=fatal)
+    sftp = SftpService(node, reactor, fatal=fatal)
+    service = WingsService(node, fatal=fatal, after_boot=[sftp.start])
     ThreadPoolService(pool).setServiceParent(service)
+    sftp.setServiceParent(service)
     if docker is not None:
         _Closing(docker.close).setServiceParent(service)
     _Closing(lambda: _stopped(cooperator)).setServiceParent(service)

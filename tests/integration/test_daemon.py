@@ -98,6 +98,8 @@ class DaemonTestCase(TestCase):
         config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
         # Tests never write /etc/logrotate.d/wings.
         config["system"]["enable_log_rotate"] = False
+        # SFTP on a free loopback port (the default 2022 would collide between tests).
+        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
         path = os.path.join(base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)

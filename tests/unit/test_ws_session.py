@@ -47,6 +47,7 @@ class FakeServer:
         self.occupancy = Occupancy()
         self.events = EventBus()
         self.sockets: set[Any] = set()
+        self.ended_file_sessions: list[tuple[str, str | None]] = []
         self.power_calls: list[tuple[str, Deferred[None]]] = []
         self.commands: list[str] = []
         self.command_result: Any = None
@@ -91,6 +92,9 @@ class FakeServer:
         for socket in list(self.sockets):
             if user_uuid is None or socket.user_uuid == user_uuid:
                 socket.close_socket(code, reason)
+
+    def end_file_sessions(self, reason: str, user_uuid: str | None = None) -> None:
+        self.ended_file_sessions.append((reason, user_uuid))
 
 
 class FakeChannel:

@@ -47,7 +47,7 @@ from .paths import (
 )
 from .quota import DiskQuota
 
-__all__ = ["FileHandle", "open_at", "read_link_at", "setstat_at"]
+__all__ = ["FileHandle", "open_at", "read_link_at", "setstat_at", "symlink_at"]
 
 #: Added to the access mode of every open: never through a final symlink, never blocking on a
 #: FIFO, never acquiring a controlling terminal.
@@ -80,6 +80,8 @@ class FileHandle:
         :param append: the descriptor has ``O_APPEND``: every write goes to the end of the file.
         """
         self.path = path
+        #: Whether the open that made this handle created the file (``open_at`` sets it).
+        self.created = False
         self._fd = fd
         self._quota = quota
         self._readable = readable
@@ -261,6 +263,7 @@ def open_at(
             give(fd, owner)
             os.fchmod(fd, mode & 0o7777)
         handle = FileHandle(fd, clean, quota, readable=read, writable=write, append=append)
+        handle.created = created
         if created:
             quota.add(quota.accounting.charge(os.fstat(fd)))
         if truncate and st.st_size:
@@ -389,3 +392,28 @@ def read_link_at(parent: int, name: str, clean: str) -> str:
         if e.errno == errno.EINVAL:
             raise NotFound(clean) from None
         raise translate_error(e, clean) from None
+
+
+def symlink_at(parent: int, name: str, clean: str, target: str, owner: Owner) -> None:
+    """
+    Create the symlink ``name`` of ``parent`` with the text ``target`` stored exactly as given
+    (it may point anywhere: the walk never follows absolute or escaping links), given to
+    ``owner`` without following it.
+
+    :raises AlreadyExists: the name exists (whatever it is).
+    :raises NotFound: ``target`` holds a NUL byte or cannot be encoded.
+    """
+    try:
+        os.symlink(target, name, dir_fd=parent)
+    except FileExistsError:
+        raise AlreadyExists(clean) from None
+    except (ValueError, UnicodeEncodeError):
+        raise NotFound(clean) from None
+    except OSError as e:
+        raise translate_error(e, clean) from None
+    if owner is not None:
+        try:
+            os.chown(name, owner[0], owner[1], dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            # As upstream: a failed chown does not fail the operation.
+            pass

@@ -289,6 +289,16 @@ class DiskQuota:
             return True
         return self.usage() + self.reserved() <= limit
 
+    def has_space_cached(self) -> bool:
+        """
+        `has_space` on the cached usage, never walking (safe on the reactor thread): the check of
+        an SFTP open for writing (``sftp.md`` §6.5).
+        """
+        limit = self._limit
+        if limit == 0 or self._interval <= 0:
+            return True
+        return self.cached_usage() <= limit
+
 
 class QuotaDelegate:
     """

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as _stat
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -38,10 +39,11 @@ from .paths import (
     Owner,
     close_all,
     give,
+    lstat_at,
     translate_error,
 )
 
-__all__ = ["directory"]
+__all__ = ["directory", "entry"]
 
 
 def _open_root(root: str, clean: str) -> int:
@@ -81,6 +83,41 @@ def directory(
     try:
         _descend(stack, parts, clean, owner, created, mkdir)
         yield stack[-1]
+    finally:
+        close_all(stack)
+
+
+@contextmanager
+def entry(root: str, clean: str, parts: Sequence[str]) -> Iterator[tuple[int, str | None]]:
+    """
+    The directory holding the entry ``parts`` leads to and the entry's name in it, valid inside
+    the ``with`` block, following a final symlink as well when its text is relative and stays
+    beneath the root (``sftp.md`` §6.2 ``STAT``): absolute or escaping link text is `Escapes`.
+
+    The name is ``None`` when the path ends at a directory (the root, or link text ending in
+    ``/``, ``.`` or ``..``): the descriptor is then that directory.  A missing final entry is
+    yielded as it is; the caller finds it missing.
+    """
+    stack = [_open_root(root, clean)]
+    try:
+        pending = list(parts)
+        hops = 0
+        while pending:
+            *above, last = pending
+            _descend(stack, above, clean, None, None)
+            if last in ("", ".", ".."):
+                _descend(stack, [last], clean, None, None)
+                break
+            st = lstat_at(stack[-1], last)
+            if st is None or not _stat.S_ISLNK(st.st_mode):
+                yield stack[-1], last
+                return
+            target = os.readlink(last, dir_fd=stack[-1])
+            hops += 1
+            if hops > MAX_LINK_HOPS or target == "" or target.startswith("/"):
+                raise Escapes(clean)
+            pending = target.split("/")
+        yield stack[-1], None
     finally:
         close_all(stack)
 

@@ -110,6 +110,17 @@ class ConsoleSocket(Protocol):
     def close_socket(self, code: int, reason: str) -> None: ...
 
 
+class FileSession(Protocol):
+    """
+    An open SFTP connection as the server keeps it (``sftp.session.SftpUser``).
+    """
+
+    @property
+    def user_uuid(self) -> str: ...
+
+    def end(self, reason: str) -> None: ...
+
+
 class Server:
     """
     One server registered on this node.  ``environment`` is set by
@@ -128,6 +139,8 @@ class Server:
         self.occupancy = Occupancy()
         self.events = EventBus()
         self.sockets: set[ConsoleSocket] = set()
+        # SFTP connections, ended on suspension, deletion and deauthorisation (sftp.md §4).
+        self.file_sessions: set[FileSession] = set()
         self.crashed_at: float | None = None
         self.done = DoneMatcher(())
         self.environment: IEnvironment | None = None
@@ -406,39 +419,14 @@ class Server:
             if user_uuid is None or socket.user_uuid == user_uuid:
                 socket.close_socket(code, reason)
 
-    def configuration(self) -> dict[str, Any]:
+    def end_file_sessions(self, reason: str, user_uuid: str | None = None) -> None:
         """
-        The ``configuration`` object of the details route (api.md §4.1).
+        End every SFTP connection to this server (or those of one user).
         """
-        s = self.settings
-        return {
-            "uuid": self.uuid,
-            "meta": s.get("meta", {"name": "", "description": ""}),
-            "suspended": self.suspended,
-            "invocation": s.get("invocation", ""),
-            "skip_egg_scripts": bool(s.get("skip_egg_scripts", False)),
-            "environment": s.get("environment", {}),
-            "labels": s.get("labels", {}),
-            "allocations": s.get("allocations", {}),
-            "build": s.get("build", {}),
-            "crash_detection_enabled": self.crash_detection_enabled,
-            "mounts": s.get("mounts", []),
-            "egg": s.get("egg", {}),
-            "container": s.get("container", {}),
-        }
-
-    def details(self) -> dict[str, Any]:
-        """
-        The body of ``GET /api/servers/{uuid}``.  Blocking (it may walk the
-        volume to refresh the disk usage): call through ``run_blocking``.
-        """
-        self.volume.usage()
-        return {
-            "state": self.state,
-            "is_suspended": self.suspended,
-            "utilization": self.snapshot(),
-            "configuration": self.configuration(),
-        }
+        for session in list(self.file_sessions):
+            if user_uuid is None or session.user_uuid == user_uuid:
+                self.file_sessions.discard(session)
+                session.end(reason)
 
 
 def _zero_sample() -> dict[str, Any]:

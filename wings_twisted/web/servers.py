@@ -23,6 +23,7 @@ from twisted.web.server import Request
 from ..panel import PanelError
 from ..servers import install, lifecycle
 from ..servers.build import build_server
+from ..servers.details import details
 from ..servers.server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from ..websocket.protocol import ConsoleFactory
@@ -124,7 +125,7 @@ class ServersResource(JsonResource):
         Every server's details (§3.3).
         """
         node = self._node
-        return await node.run_blocking(lambda servers: [s.details() for s in servers],
+        return await node.run_blocking(lambda servers: [details(s) for s in servers],
                                        list(node.registry))
 
     async def render_POST(self, request: ApiRequest) -> None:
@@ -180,7 +181,7 @@ class ServerResource(JsonResource):
         """
         State, utilization and configuration (§4.1).
         """
-        return await self._node.run_blocking(self._server.details)
+        return await self._node.run_blocking(details, self._server)
 
     async def render_DELETE(self, request: ApiRequest) -> None:
         """
