@@ -137,7 +137,8 @@ class Server:
         self.settings: dict[str, Any] = {}
         self.process_configuration: dict[str, Any] = {}
         self.occupancy = Occupancy()
-        self.events = EventBus()
+        # Console lines reach the sockets once per reactor turn (events.Batch).
+        self.events = EventBus(lambda flush: context.clock.callLater(0, flush))
         self.sockets: set[ConsoleSocket] = set()
         # SFTP connections, ended on suspension, deletion and deauthorisation (sftp.md §4).
         self.file_sessions: set[FileSession] = set()
