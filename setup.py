@@ -22,6 +22,7 @@ setup(
         "wings_twisted.devpanel",
         "wings_twisted.eggconfig",
         "wings_twisted.environment",
+        "wings_twisted.environment.docker",
         "wings_twisted.fs",
         "wings_twisted.servers",
         "wings_twisted.streams",
