@@ -72,7 +72,7 @@ class _BodyReader(Protocol):
 
     def _cancel(self, _: Deferred[bytes]) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(Any, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.done.called:
@@ -116,7 +116,7 @@ class Stream(Protocol):
             return
         self._stopped = True
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(Any, self.transport).stopProducing()
         if not self.done.called:
             self.done.callback(None)
 
@@ -244,7 +244,7 @@ class DockerClient:
             return error
         if self.clock.seconds() - started >= timeout:
             return DockerError("The engine at {} did not answer {} within {:g} s.".format(
-                self.where, what, timeout))
+                self.where, what, timeout), timed_out=True)
         return DockerError("Cannot reach the engine at {} ({}): {}".format(
             self.where, what, describe(error)))
 

@@ -21,9 +21,12 @@ class DockerError(Exception):
     ``message`` is what the daemon shows.
     """
 
-    def __init__(self, message: str, *, status: int = 0, engine_message: str = "") -> None:
+    def __init__(self, message: str, *, status: int = 0, engine_message: str = "",
+                 timed_out: bool = False) -> None:
         self.message = message
         self.status = status
+        #: No answer within the call's deadline (status 0 too).
+        self.timed_out = timed_out
         #: The engine's own ``message`` (empty for transport failures).
         self.engine_message = engine_message
         super().__init__(message)
