@@ -17,8 +17,10 @@
 # cgroup hierarchies), container rlimits with soft == hard within the host's
 # hard limits (podman refuses others), the json-file log driver (podman has
 # no "local" driver), networks kept under STATE_DIR, and 127.0.0.1 registries
-# allowed over plain HTTP.  A tiny image, localhost/busybox-test, is built from
-# the host's static busybox (there is no public registry here).
+# allowed over plain HTTP.  Two tiny images are built from the host's static
+# busybox (there is no public registry here): localhost/busybox-test, with the
+# entrypoint of Pterodactyl's server images, and localhost/busybox-installer,
+# without one (as installer images).
 set -eu
 cmd=${1:?start|registry|stop}; D=${2:?STATE_DIR}
 export CONTAINERS_CONF="$D/containers.conf" CONTAINERS_STORAGE_CONF="$D/storage.conf"
@@ -37,6 +39,21 @@ stop)
     kill "$(cat "$D/service.pid")" 2>/dev/null || true
     rm -f "$D/service.pid"
   fi
+  # Whatever survived (a container whose removal failed keeps its conmon and
+  # its ports): containers whose bundle is under STATE_DIR, then monitors
+  # naming it.  Nothing of another engine matches.
+  if command -v runc >/dev/null; then
+    runc list -q 2>/dev/null | while read -r id; do
+      if runc state "$id" 2>/dev/null | grep -q "\"bundle\": \"$D/"; then
+        runc kill "$id" KILL 2>/dev/null || true; runc delete -f "$id" 2>/dev/null || true
+      fi
+    done
+  fi
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF " $D/"; then
+      kill -9 "${p#/proc/}" 2>/dev/null || true
+    fi
+  done
   # Storage mounts left behind by killed containers.
   awk -v d="$D/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
@@ -98,6 +115,9 @@ SH
     tar -C "$R" -cf "$D/rootfs.tar" .
     api -X POST -H 'Content-Type: application/x-tar' --data-binary @"$D/rootfs.tar" \
       "http://d/v1.41/images/create?fromSrc=-&repo=localhost/busybox-test&tag=latest&changes=ENTRYPOINT%20%5B%22%2Fentrypoint.sh%22%5D&changes=WORKDIR%20%2Fhome%2Fcontainer" >/dev/null
+    # Installer images (as Pterodactyl's) have no entrypoint: the command runs as given.
+    api -X POST -H 'Content-Type: application/x-tar' --data-binary @"$D/rootfs.tar" \
+      "http://d/v1.41/images/create?fromSrc=-&repo=localhost/busybox-installer&tag=latest" >/dev/null
     rm -rf "$R" "$D/rootfs.tar"
   fi
   echo "$SOCK" ;;

@@ -30,6 +30,8 @@ STOP_TIMEOUT = 60.0
 #: The image the engine script builds: a static busybox with the
 #: entrypoint of Pterodactyl's images.
 IMAGE = "localhost/busybox-test"
+#: The same without an entrypoint, as installer images are.
+INSTALLER_IMAGE = "localhost/busybox-installer"
 REGISTRY_USER = "wings"
 REGISTRY_PASSWORD = "registry-secret-1"
 

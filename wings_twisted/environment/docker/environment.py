@@ -329,9 +329,9 @@ class DockerEnvironment:
                 reason = e.message if isinstance(e, DockerError) else str(e) or repr(e)
                 self._log.warn("Start of {uuid} failed: {error}", uuid=self.name, error=reason)
                 self._let_go()
+                self._notify("notice", START_FAILED.format(reason))
                 self.set_state("stopping")
                 self.set_state("offline")
-                self._notify("notice", START_FAILED.format(reason))
                 raise EnvironmentError(reason) from None
         finally:
             self._starting = False
@@ -344,7 +344,7 @@ class DockerEnvironment:
         self._run = run
         run.stream.ended.addCallback(lambda _: self._stream_ended(run))
         if info is not None and info.get("State", {}).get("Running"):
-            await self._watch(run, info)
+            self._watch(run, info)
         return run
 
     async def _attach_and_start(self) -> None:
@@ -354,21 +354,29 @@ class DockerEnvironment:
         await self._engine.start(self.name, timeout=left)
         info = await self._engine.inspect(self.name)
         if not run.ended:
-            await self._watch(run, info or {})
+            self._watch(run, info or {})
 
-    async def _watch(self, run: _Run, info: dict[str, Any]) -> None:
+    def _watch(self, run: _Run, info: dict[str, Any]) -> None:
         started = parse_timestamp(info.get("State", {}).get("StartedAt"))
         run.started = started if started is not None else self._clock.seconds()
+        # In the background: an engine may hold the stream's head until its
+        # first sample (podman: up to 5 s), and the start is done already.
+        Deferred.fromCoroutine(self._open_stats(run)).addErrback(
+            lambda f: self._log.failure("Stats of {uuid} failed", f, uuid=self.name))
+
+    async def _open_stats(self, run: _Run) -> None:
         try:
-            run.stats = await self._client.stream(
+            stream = await self._client.stream(
                 "GET", "/containers/{}/stats".format(self.name),
                 lambda document: self._sampled(run, document), params={"stream": 1})
         except DockerError as e:
-            self._log.warn("No stats for {uuid}: {error}", uuid=self.name, error=e.message)
+            if not (run.ended or run.detached):
+                self._log.warn("No stats for {uuid}: {error}", uuid=self.name, error=e.message)
             return
+        run.stats = stream
         if run.ended or run.detached:
-            run.stats.stop()
-        run.stats.done.addErrback(lambda f: self._log.info(
+            stream.stop()
+        stream.done.addErrback(lambda f: self._log.info(
             "Stats stream of {uuid} ended: {error}", uuid=self.name, error=f.getErrorMessage()))
 
     def _sampled(self, run: _Run, document: Any) -> None:
@@ -392,8 +400,8 @@ class DockerEnvironment:
         except DockerError as e:
             self._log.warn("Lost the engine at {where} while {uuid} ran: {error}",
                            where=self._engine.where, uuid=self.name, error=e.message)
-            self._end(run, (1, False), intentional=True)
             self._notify("notice", ENGINE_LOST)
+            self._end(run, (1, False), intentional=True)
             return
         if run.detached:
             return
@@ -424,8 +432,8 @@ class DockerEnvironment:
         except DockerError as e:
             self._log.warn("Re-attaching to {uuid} failed: {error}", uuid=self.name,
                            error=e.message)
-            self._end(run, (1, False), intentional=True)
             self._notify("notice", ENGINE_LOST)
+            self._end(run, (1, False), intentional=True)
             return
         run.reattached += 1
         run.stream = stream
