@@ -507,6 +507,7 @@ class DockerFailureTests(DockerDaemonTestCase):
         self.assertIn("Exit code: 1", text)
         self.assertIsNotNone(await self.inspect(SERVER))
 
+        await self.until(client, "stats", "")    # the restart's start has returned
         with open(os.path.join(self.engine.state, "service.pid")) as f:
             os.kill(int(f.read()), signal.SIGKILL)
         seen = await self.until(client, "status", "offline", timeout=60)
