@@ -31,6 +31,9 @@ api() { curl -sf --unix-socket "$SOCK" "$@"; }
 case "$cmd" in
 stop)
   if [ -f "$D/registry.pid" ]; then kill "$(cat "$D/registry.pid")" 2>/dev/null || true; rm -f "$D/registry.pid"; fi
+  # The bridges of this engine's networks (netavark leaves one behind when a
+  # container's teardown failed, and its subnet then blocks the next engine).
+  bridges=$(cat "$D"/networks/*.json 2>/dev/null | sed -n 's/.*"network_interface": *"\([^"]*\)".*/\1/p')
   if [ -f "$D/service.pid" ]; then
     podman ps -aq 2>/dev/null | xargs -r podman rm -f -t 0 >/dev/null 2>&1 || true
     for n in $(podman network ls -q 2>/dev/null); do
@@ -53,6 +56,9 @@ stop)
     if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF " $D/"; then
       kill -9 "${p#/proc/}" 2>/dev/null || true
     fi
+  done
+  for b in $bridges; do
+    ip link show "$b" >/dev/null 2>&1 && ip link delete "$b" 2>/dev/null || true
   done
   # Storage mounts left behind by killed containers.
   awk -v d="$D/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
