@@ -77,6 +77,8 @@ class FakeEngine(Resource):
                                                  {"status": "Downloading", "progress": "[=> ]"}]
         self.refuse_attach = False
         self.down = False
+        #: Where created containers' logs are (``LogPath``), when set.
+        self.log_directory: str | None = None
         self.clock = Clock()
         self.http = StubTreq(self)
         self.client = DockerClient(self.http, self.clock, api_version="1.41",
@@ -172,8 +174,14 @@ class FakeEngine(Resource):
         if parts[0] != "containers":
             return 404, {"message": "page not found"}
         if parts[1] == "create":
+            log_path = ""
+            if self.log_directory is not None:
+                log_path = "{}/{}.log".format(self.log_directory, len(self.calls))
+                with open(log_path, "wb") as f:
+                    f.write(b"old run\n")
             self.containers[query["name"]] = {
                 "Id": "id-{}".format(len(self.calls)), "Config": dict(body, StopSignal=""),
+                "LogPath": log_path,
                 "HostConfig": body["HostConfig"],
                 "State": {"Running": False, "ExitCode": 0, "OOMKilled": False,
                           "StartedAt": "0001-01-01T00:00:00Z", "Status": "created"}}

@@ -284,7 +284,6 @@ class DockerLifecycleTests(DockerDaemonTestCase):
         self.assertEqual(info["HostConfig"]["Memory"], 73_600_000)  # 64 MB × 1.15
         self.assertEqual(info["Config"]["Labels"]["Service"], "Pterodactyl")
         self.assertEqual(info["Config"]["Hostname"], SERVER)
-        first_id = info["Id"]
 
         client.send("send command", "hello")
         await self.until(client, "console output", "got: hello")
@@ -300,13 +299,22 @@ class DockerLifecycleTests(DockerDaemonTestCase):
         self.assertEqual(statuses(seen), ["stopping", "offline"])
         self.assertIn("bye", console(seen))
         self.assertNotIn("crashed state", console(seen))
+        info = await self.inspect(SERVER)
+        assert info is not None
+        first_id = info["Id"]
 
+        started_at = info["State"]["StartedAt"]
         client.send("set state", "restart")
         seen = await self.until(client, "status", "running", timeout=60)
         self.assertEqual(statuses(seen), ["starting", "running"])
         info = await self.inspect(SERVER)
         assert info is not None
-        self.assertNotEqual(info["Id"], first_id)
+        self.assertNotEqual(info["State"]["StartedAt"], started_at)
+        # The same settings start the same container again, its log emptied.
+        self.assertEqual(info["Id"], first_id)
+        code, body = await self.api("GET", "/api/servers/{}/logs?size=20".format(SERVER))
+        self.assertIn("Done (ready)", body["data"])
+        self.assertNotIn("got: hello", body["data"])
 
         client.send("set state", "kill")
         seen = await self.until(client, "status", "offline", timeout=30)

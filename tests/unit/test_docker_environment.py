@@ -145,6 +145,30 @@ class DockerEnvironmentTests(SynchronousTestCase):
         self.assertEqual(other.state, "running")
         self.assertEqual(self.engine.paths("POST").count("/containers/create"), 1)
 
+    def test_identical_container_is_started_again(self) -> None:
+        """
+        A start whose container document and image are what the daemon
+        created last starts that stopped container again, its log
+        truncated; changed settings recreate it.
+        """
+        self.engine.log_directory = self.mktemp()
+        import os
+        os.makedirs(self.engine.log_directory)
+        self.start()
+        self.engine.exit(NAME, 0)
+        first = self.engine.containers[NAME]
+        self.start()
+        self.assertIs(self.engine.containers[NAME], first)
+        self.assertEqual(self.engine.paths("POST").count("/containers/create"), 1)
+        with open(first["LogPath"], "rb") as f:
+            self.assertEqual(f.read(), b"")
+        self.engine.exit(NAME, 0)
+        self.env.apply_settings(self.env.settings.__class__(
+            **dict(vars(self.env.settings), limits=Limits(memory_limit=128))))
+        self.start()
+        self.assertEqual(self.engine.paths("POST").count("/containers/create"), 2)
+        self.assertEqual(self.engine.containers[NAME]["HostConfig"]["Memory"], 147_200_000)
+
     def test_exit_code_and_crash_state(self) -> None:
         """
         The end of the attach stream is the end of the run: the exit code

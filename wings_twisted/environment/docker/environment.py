@@ -7,7 +7,11 @@ Start (§5 step 5): inspect; a running container is adopted (attached, state
 the image (pulled per ``images``, with the daemon's "Pulling…" lines and
 the progress as install output), the old container removed, a fresh one
 created from the current settings (``spec``), attached **before** it is
-started (``attach``), started, and its stats stream opened.  Any failure
+started (``attach``), started, and its stats stream opened.  (One shortcut: when the stopped
+container is the one this daemon created last and the document and image
+would be identical, it is started again instead of being removed and
+recreated — the same container — with its log truncated as upstream does
+at every start.)  Any failure
 after ``starting`` goes ``stopping`` → ``offline`` (no crash handling), is
 printed on the console as ``Server start failed: <reason>`` and fails the
 start with an ``EnvironmentError`` saying why.
@@ -44,6 +48,7 @@ formulas, pulls, the hijack, the engine's quirks) live in their own modules.
 
 from __future__ import annotations
 
+import json
 import signal as signals
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -131,6 +136,8 @@ class DockerEnvironment:
         self._exit = (0, False)
         self._tty = True
         self._installer: Deferred[InstallResult] | None = None
+        #: (container id, create document, image id) of the last container made.
+        self._made: tuple[str, str, str] | None = None
 
     # -- state and listener ------------------------------------------------
 
@@ -275,7 +282,7 @@ class DockerEnvironment:
         except DockerError as e:
             raise self._error(e) from None
 
-    async def _recreate(self) -> None:
+    async def _recreate(self, existing: dict[str, Any] | None = None) -> None:
         settings = self._settings
         config = self._engine.config()
         view = await self._engine.network()
@@ -288,16 +295,39 @@ class DockerEnvironment:
                 view = type(view)(view.interface, view.ispn, mode)
         self._notify("notice", PULLING)
         try:
-            await ensure_image(self._client, settings.image, config,
-                               lambda line: self._notify("progress", line))
+            image = await ensure_image(self._client, settings.image, config,
+                                       lambda line: self._notify("progress", line))
         finally:
             self._notify("notice", PULLED)
-        await self._engine.remove(self.name, force=True)
         body, skipped = server_container(settings, config, view)
         for source in skipped:
             self._log.warn("Server {uuid}: mount {source} is not under allowed_mounts; skipped",
                            uuid=self.name, source=source)
+        made = (json.dumps(body, sort_keys=True), image)
+        if existing is not None and image and await self._reusable(existing, made):
+            return
+        await self._engine.remove(self.name, force=True)
         await self._engine.create(self.name, body)
+        created = await self._engine.inspect(self.name)
+        self._made = (str((created or {}).get("Id") or ""),) + made
+
+    async def _reusable(self, existing: dict[str, Any], made: tuple[str, str]) -> bool:
+        """
+        Whether the stopped container this daemon created last is exactly
+        what would be created now (same document, same image): then it is
+        started again instead of being removed and recreated, its log
+        truncated first as upstream does at every start (§5 step 5.2).
+        """
+        if self._made is None or (str(existing.get("Id") or ""),) + made != self._made:
+            return False
+        path = existing.get("LogPath")
+        if not isinstance(path, str) or not path:
+            return False
+        try:
+            await self._run_blocking(_truncate, path)
+        except OSError:
+            return False
+        return True
 
     def start(self) -> Deferred[None]:
         """
@@ -323,7 +353,7 @@ class DockerEnvironment:
             self._exit = (0, False)
             self.set_state("starting")
             try:
-                await self._recreate()
+                await self._recreate(info)
                 await self._attach_and_start()
             except Exception as e:
                 reason = e.message if isinstance(e, DockerError) else str(e) or repr(e)
@@ -405,10 +435,16 @@ class DockerEnvironment:
             return
         if run.detached:
             return
-        if not stopped and run.reattached < MAX_REATTACH:
-            self._log.info("The attach stream of {uuid} dropped while it runs; attaching again",
-                           uuid=self.name)
-            await self._reattach(run)
+        if not stopped:
+            if run.reattached < MAX_REATTACH:
+                self._log.info("The attach stream of {uuid} dropped while it runs; attaching "
+                               "again", uuid=self.name)
+                await self._reattach(run)
+                return
+            self._log.warn("The attach stream of {uuid} keeps dropping while it runs; letting "
+                           "go of it", uuid=self.name)
+            self._notify("notice", ENGINE_LOST)
+            self._end(run, (1, False), intentional=True)
             return
         if info is None:
             self._log.warn("The container of {uuid} was removed behind the daemon's back",
@@ -604,6 +640,13 @@ class DockerEnvironment:
         self.set_state("stopping")
         if not await self._signal(sig.name):
             self._settle()
+        elif self._alive() is None:
+            # Not attached (nothing will see the exit): ask the engine.
+            try:
+                await self._engine.wait_stopped(self.name, self.kill_wait)
+            except DockerError as e:
+                raise self._error(e) from None
+            self._settle()
 
     def destroy(self) -> Deferred[None]:
         """
@@ -661,3 +704,11 @@ class DockerEnvironment:
             return result
 
         return d.addBoth(forget)
+
+
+def _truncate(path: str) -> None:
+    """
+    Empty a container's log file (blocking).
+    """
+    with open(path, "r+b") as f:
+        f.truncate(0)

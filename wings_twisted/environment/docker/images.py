@@ -42,17 +42,26 @@ class PullError(DockerError):
     """
 
 
-async def image_exists(client: DockerClient, image: str) -> bool:
+async def image_id(client: DockerClient, image: str) -> str | None:
     """
-    Whether the engine has ``image`` (``GET /images/{name}/json``).
+    The engine's id of ``image`` (``GET /images/{name}/json``); ``None``
+    when it has no such image.
     """
     try:
-        await client.call("GET", "/images/{}/json".format(quote(full_reference(image), safe="")))
+        found = await client.call("GET", "/images/{}/json".format(
+            quote(full_reference(image), safe="")))
     except DockerError as e:
         if e.missing:
-            return False
+            return None
         raise
-    return True
+    return str(found.get("Id") or "") if isinstance(found, dict) else ""
+
+
+async def image_exists(client: DockerClient, image: str) -> bool:
+    """
+    Whether the engine has ``image``.
+    """
+    return await image_id(client, image) is not None
 
 
 async def pull(client: DockerClient, image: str, config: Config,
@@ -101,27 +110,30 @@ async def pull(client: DockerClient, image: str, config: Config,
 
 
 async def ensure_image(client: DockerClient, image: str, config: Config,
-                       on_progress: Callable[[str], None]) -> None:
+                       on_progress: Callable[[str], None]) -> str:
     """
-    The rules of the module docstring; ``DockerError`` when no usable image
-    can be had.
+    The rules of the module docstring; the image's id (empty when the
+    engine does not say).  ``DockerError`` when no usable image can be had.
     """
     name = image_name(image)
     if not name:
         raise DockerError("The server has no container image configured.")
     if local_image(image):
-        if not await image_exists(client, image):
+        found = await image_id(client, image)
+        if found is None:
             raise DockerError("The local image {} does not exist on this node (images "
                               "starting with ~ are never pulled).".format(name))
-        return
+        return found
     try:
         await pull(client, image, config, on_progress)
     except DockerError as e:
         if e.unreachable and not isinstance(e, PullError):
             raise
-        if await image_exists(client, image):
+        found = await image_id(client, image)
+        if found is not None:
             log.warn("Pulling {image} failed ({error}); using the local image", image=name,
                      error=e.message)
-            return
+            return found
         raise DockerError("Cannot pull the image {}: {}".format(
             name, e.engine_message or e.message), status=e.status) from None
+    return await image_id(client, image) or ""
