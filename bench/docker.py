@@ -262,6 +262,24 @@ def run_all(processes: Processes, base: str, engine: Engine, servers: list[str],
                 "background": background}
 
 
+HISTORY_MARK = "<!-- docker invocations -->"
+
+
+def earlier_invocations() -> list[str]:
+    """
+    The invocation lines the ``docker`` section of RESULTS.md already has.
+    """
+    from common import RESULTS
+    try:
+        with open(RESULTS) as f:
+            text = f.read()
+    except OSError:
+        return []
+    section = text.partition("<!-- section: docker -->")[2].partition("<!-- section:")[0]
+    history = section.partition(HISTORY_MARK)[2]
+    return [line for line in history.splitlines() if line.startswith("- ")]
+
+
 def report(result: dict[str, Any], runs: int, window: float) -> dict[str, bool]:
     """
     Write the ``docker`` section of RESULTS.md; the verdicts.
@@ -319,6 +337,11 @@ def report(result: dict[str, Any], runs: int, window: float) -> dict[str, bool]:
     lines += ["", "Median: **{:.2f} %** of one core.".format(stats), "", "Targets:", ""]
     lines += ["- {}: {}".format(name, "**met**" if ok else "**MISSED**")
               for name, ok in verdicts.items()]
+    entry = "- {}: start → running {:.3f} s vs {:.3f} s = {:.2f}×; stats CPU {:.2f} % ({} runs, {:g} s " \
+        "windows)".format(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), daemon, cli,
+                          daemon / cli, stats, runs, window)
+    history = [entry] + earlier_invocations()[:9]
+    lines += ["", "### Every invocation (newest first, medians of each)", "", HISTORY_MARK] + history
     write_section("docker", "Docker environment: start latency and stats CPU (podman)", lines)
     return verdicts
 
