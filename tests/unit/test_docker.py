@@ -458,6 +458,23 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertEqual(node.docker.where, "unix:///run/engine.sock")
         self.assertIsNone(self.build("process", {"DOCKER_HOST": "unix:///run/engine.sock"}).docker)
 
+    def test_docker_environments_injected(self) -> None:
+        """
+        With the Docker driver the environment factory is the Docker one,
+        sharing the node's client, and runs as a service of the daemon
+        (engine check at boot, letting go of containers at shutdown).
+        """
+        from wings_twisted.environment.factories import DockerEnvironments
+
+        config = make_config(FilePath(self.mktemp()), environment={"driver": "docker"})
+        service = tap.build_service(config, MemoryReactorClock(), listen="tcp:0",
+                                    fatal=lambda m: None,
+                                    environ={"DOCKER_HOST": "unix:///run/engine.sock"})
+        factory = service.node.make_environment
+        self.assertIsInstance(factory, DockerEnvironments)
+        self.assertIs(factory.engine.client, service.node.docker)
+        self.assertIn(factory, list(service))
+
     def test_unsupported_docker_host(self) -> None:
         """
         An unusable ``DOCKER_HOST`` stops the build with a ``DockerError``

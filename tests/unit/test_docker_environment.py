@@ -426,3 +426,66 @@ class DockerEnvironmentsTests(SynchronousTestCase):
         warnings = [e for e in events if "cannot be used" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
         self.assertEqual(warnings[0]["log_level"].name, "warn")
+
+
+class DockerInstallerTests(SynchronousTestCase):
+    """
+    The install container (lifecycle.md §16.2–§16.3) in memory.
+    """
+
+    def setUp(self) -> None:
+        self.engine = FakeEngine()
+        base = FilePath(self.mktemp())
+        base.makedirs()
+        self.config = make_config(base)
+        settings = EnvironmentSettings(uuid=NAME, volume=base.child("volume").path,
+                                       image="~localhost/busybox-test")
+        self.env = DockerEnvironment(settings, engine=Engine(self.engine.client,
+                                                             lambda: self.config),
+                                     run_blocking=run_inline)
+        self.name = NAME + "_installer"
+
+    def test_runs_streams_and_cleans_up(self) -> None:
+        """
+        The script (CRLF made LF) is mounted at ``/mnt/install``, the
+        installer attached before its start, its output streamed line by
+        line; a non-zero exit still completes; the container and the script
+        directory are removed afterwards.
+        """
+        scripts: list[bytes] = []
+        route = self.engine._route
+
+        def spy(method: str, path: str, query: Any, body: Any, request: Any) -> Any:
+            if path.endswith("/start"):
+                mount = self.engine.containers[self.name]["HostConfig"]["Mounts"][1]["Source"]
+                with open(mount + "/install.sh", "rb") as f:
+                    scripts.append(f.read())
+                self.assertIn(self.name, self.engine.attached)
+            return route(method, path, query, body, request)
+
+        self.engine._route = spy  # type: ignore[method-assign]
+        lines: list[str] = []
+        d = self.env.run_installer("echo hi\r\nexit 3\r\n", "~localhost/busybox-test", "sh",
+                                   (("A", "1"),), lines.append)
+        self.engine.flush()
+        self.assertEqual(scripts, [b"echo hi\nexit 3\n"])
+        body = [b for m, p, q, b in self.engine.calls if p == "/containers/create"][0]
+        self.assertEqual(body["Cmd"], ["sh", "/mnt/install/install.sh"])
+        self.engine.output(self.name, b"hi\r\npartial")
+        self.engine.exit(self.name, 3)
+        result = self.successResultOf(d)
+        self.assertEqual((result.completed, result.exit_code), (True, 3))
+        self.assertEqual(lines, ["hi", "partial"])
+        self.assertNotIn(self.name, self.engine.containers)
+        self.assertFalse(FilePath(self.config.system.tmp_directory).child(NAME).exists())
+
+    def test_missing_image_is_a_failed_install(self) -> None:
+        """
+        An installer image that cannot be had is a failed pipeline, with
+        the reason.
+        """
+        d = self.env.run_installer("true", "~localhost/nope", "sh", (), lambda line: None)
+        self.engine.flush()
+        result = self.successResultOf(d)
+        self.assertFalse(result.completed)
+        self.assertIn("localhost/nope does not exist", result.error)

@@ -14,7 +14,7 @@ from wings_twisted.activity import rfc3339
 from wings_twisted.devpanel.faults import Respond
 from wings_twisted.service import WingsService
 
-from ..support import SERVER, USER, Harness
+from ..support import SERVER, USER, FakeEnvironment, Harness
 
 OTHER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"
 
@@ -84,6 +84,51 @@ class BootTests(SynchronousTestCase):
         self.h.clock.advance(3601)
         self.h.clock.advance(300)
         self.assertEqual(len(tokens), 0)
+
+
+class EnvironmentLifetimeTests(SynchronousTestCase):
+    """
+    Processes found running at boot, and what shutdown does to them.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(FilePath(self.mktemp()), SERVER, OTHER)
+        self.made: dict[str, FakeEnvironment] = {}
+
+        def make(settings: object) -> FakeEnvironment:
+            environment = FakeEnvironment()
+            environment.alive = True            # already running before this boot
+            environment.outlives_daemon = getattr(settings, "uuid") == SERVER
+            self.made[getattr(settings, "uuid")] = environment
+            return environment
+
+        self.h.node.make_environment = make  # type: ignore[assignment]
+        self.service = WingsService(self.h.node, fatal=lambda message: None)
+        self.service.startService()
+        for _ in range(50):
+            self.h.panel_http.flush()
+            self.h.clock.advance(1)
+
+    def test_running_process_is_adopted(self) -> None:
+        """
+        A process running at boot is adopted through ``start`` (which
+        attaches to it) and reported running, without being started anew.
+        """
+        for environment in self.made.values():
+            self.assertEqual(environment.state, "running")
+            self.assertEqual([c for c in environment.calls if c[0] == "start"], [("start",)])
+            self.assertTrue(environment.alive)
+        self.service.stopService()
+
+    def test_shutdown_stops_only_what_cannot_outlive_the_daemon(self) -> None:
+        """
+        At shutdown a process that outlives the daemon (a container) is left
+        running; the others are stopped with the shutdown budget.
+        """
+        self.service.stopService()
+        self.assertNotIn("wait_for_stop", [c[0] for c in self.made[SERVER].calls])
+        self.assertTrue(self.made[SERVER].alive)
+        self.assertIn(("wait_for_stop", 10.0, True), self.made[OTHER].calls)
 
 
 class ActivityTests(SynchronousTestCase):
