@@ -107,6 +107,8 @@ class RecordingListener:
         self.states: list[str] = []
         self.lines: list[str] = []
         self.samples: list[Any] = []
+        self.notices: list[str] = []
+        self.progress_lines: list[str] = []
         self._waits: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
     def state_changed(self, old: str, new: str) -> None:
@@ -119,6 +121,14 @@ class RecordingListener:
 
     def stats(self, sample: Any) -> None:
         self.samples.append(sample)
+        self._check()
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+        self._check()
+
+    def progress(self, line: str) -> None:
+        self.progress_lines.append(line)
         self._check()
 
     def _check(self) -> None:

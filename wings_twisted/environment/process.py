@@ -198,6 +198,7 @@ class ProcessEnvironment:
     """
 
     kind = "process"
+    outlives_daemon = False
     #: Seconds between a mapped stop signal and SIGKILL; seconds to wait
     #: for the exit after SIGKILL; seconds the output may outlive the main
     #: process (tests shorten them).
