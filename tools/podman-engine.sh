@@ -96,7 +96,10 @@ unqualified-search-registries = []
 location = "127.0.0.1"
 insecure = true
 CONF
-  nohup podman system service --time=0 "unix://$SOCK" >"$D/service.log" 2>&1 &
+  # The service stages image imports (api_load.tar*) in TMPDIR: keep them inside the state
+  # directory, which `stop` removes, never in the caller's temporary directory.
+  mkdir -p "$D/tmp"
+  TMPDIR="$D/tmp" nohup podman system service --time=0 "unix://$SOCK" >"$D/service.log" 2>&1 &
   echo $! > "$D/service.pid"
   i=0
   until api http://d/_ping >/dev/null 2>&1; do
