@@ -17,6 +17,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "wings_twisted",
+        "wings_twisted.archive",
         "wings_twisted.auth",
         "wings_twisted.config",
         "wings_twisted.devpanel",
@@ -42,6 +43,11 @@ setup(
         "psutil>=5.9",
         # zoneinfo falls back to it where the system has no zone database
         "tzdata",
+        # archives: ISA-L deflate/inflate (the compress and decompress speed; zlib is the
+        # fallback), Zstandard and 7-Zip extraction
+        "isal>=1.6",
+        "zstandard>=0.22",
+        "py7zr>=0.22",
     ],
     extras_require={"test": ["hypothesis>=6.100"]},
 )
