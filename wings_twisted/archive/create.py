@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..fs import AlreadyExists, Volume
+from ..fs import AlreadyExists, NotDirectory, NotFound, Volume
 from ..fs.atomic import begin_at
 from ..fs.paths import lstat_at
 from .codecs import GzipWriter
@@ -100,13 +100,21 @@ def create_archive(volume: Volume, root: str, files: Sequence[str], *, level: in
     :raises Cancelled: ``cancel`` was set (nothing is left behind).
     """
     selection = compress_selection(root, files, volume.is_denied)
-    with volume.directory(selection.root) as (root_fd, clean_root):
-        name = archive_name(now, lambda candidate: lstat_at(root_fd, candidate) is not None)
-        path = clean_root + "/" + name if clean_root else name
-        with begin_at(root_fd, name, path, volume.quota, volume.owner, []) as output:
-            temp = os.stat(output.temp_name, dir_fd=root_fd, follow_symlinks=False)
-            write_tar_gz(volume, selection, output.write, level=level, cancel=cancel,
-                         skip=(temp.st_dev, temp.st_ino))
-            output.commit(mode=0o644, replace=False)
-        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+    try:
+        with volume.directory(selection.root) as (root_fd, clean_root):
+            return _create_in(volume, root_fd, clean_root, selection, level, now, cancel)
+    except NotDirectory:
+        raise NotFound(selection.root) from None
+
+
+def _create_in(volume: Volume, root_fd: int, clean_root: str, selection: Selection, level: int,
+               now: float, cancel: threading.Event | None) -> tuple[str, os.stat_result]:
+    name = archive_name(now, lambda candidate: lstat_at(root_fd, candidate) is not None)
+    path = clean_root + "/" + name if clean_root else name
+    with begin_at(root_fd, name, path, volume.quota, volume.owner, []) as output:
+        temp = os.stat(output.temp_name, dir_fd=root_fd, follow_symlinks=False)
+        write_tar_gz(volume, selection, output.write, level=level, cancel=cancel,
+                     skip=(temp.st_dev, temp.st_ino))
+        output.commit(mode=0o644, replace=False)
+    st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
     return path, st

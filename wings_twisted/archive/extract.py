@@ -42,14 +42,14 @@ from typing import Callable, Iterable, TypeVar
 
 from twisted.logger import Logger
 
-from ..fs import NotFound, QuotaExceeded, Volume, clean_path
+from ..fs import NotDirectory, NotFound, QuotaExceeded, Volume, clean_path
 from ..fs.atomic import AtomicWrite, begin_at
 from ..fs.paths import DIR_FLAGS, DIR_MODE, FILE_MODE, give, lstat_at, split_path
 from .readers import Entry, Kind, open_archive
 from .writer import Cancelled
 
 __all__ = ["DECOMPRESS", "RESTORE", "Busy", "ExtractPolicy", "ExtractStats", "Extractor",
-           "OpenFile", "check_fits", "decompress"]
+           "OpenFile", "check_fits", "decompress", "identify"]
 
 log = Logger()
 _T = TypeVar("_T")
@@ -368,6 +368,29 @@ def check_fits(volume: Volume, sizes: Iterable[int]) -> None:
             raise QuotaExceeded("")
 
 
+def _open_archive_file(volume: Volume, root: str, file: str) -> tuple[int, str]:
+    path = clean_path("/" + clean_path(root) + "/" + file)
+    try:
+        fd, _ = volume.open_read(path)
+    except NotDirectory:
+        raise NotFound(path) from None
+    return fd, path
+
+
+def identify(volume: Volume, root: str, file: str) -> None:
+    """
+    The synchronous checks of an asynchronous ``files/decompress``: the archive ``root/file``
+    exists, is a regular file off the denylist, and its format is read here.
+
+    :raises NotFound, IsDirectory, Denied, UnknownFormat, Unsupported, Damaged: as `decompress`.
+    """
+    fd, path = _open_archive_file(volume, root, file)
+    try:
+        open_archive(fd, path.rpartition("/")[2]).close()
+    finally:
+        os.close(fd)
+
+
 def decompress(volume: Volume, root: str, file: str, *,
                cancel: threading.Event | None = None) -> ExtractStats:
     """
@@ -382,8 +405,7 @@ def decompress(volume: Volume, root: str, file: str, *,
         do not fit.
     :raises Busy: a file to replace is busy.
     """
-    path = clean_path("/" + clean_path(root) + "/" + file)
-    fd, _ = volume.open_read(path)
+    fd, path = _open_archive_file(volume, root, file)
     try:
         archive = open_archive(fd, path.rpartition("/")[2])
         try:

@@ -1,6 +1,7 @@
 """
 The state the file routes keep between requests, per node: chunked upload
-sessions (``chunked``), and — as they land — archive tasks and remote pulls.
+sessions (``chunked``), archive jobs and tasks (``archives``), and — as they land — remote
+pulls.
 ``FileServices`` bundles them; ``web.site.build_root`` makes the node's one
 bundle and the file routes share it.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from twisted.internet.defer import DeferredLock
 
 from ..node import Node
+from .archives import ArchiveTasks
 from .chunked import ChunkedUploads
 
 
@@ -23,5 +25,7 @@ class FileServices:
 
     def __init__(self, node: Node) -> None:
         self.uploads = ChunkedUploads(node)
+        #: Archive jobs and the fork's archive tasks (``files.archives``).
+        self.archive_tasks = ArchiveTasks(node)
         #: One line edit at a time per server (``web.file_lines``).
         self.edit_locks: dict[str, DeferredLock] = {}
