@@ -25,7 +25,7 @@ import bz2
 import lzma
 import os
 import zlib
-from typing import IO, Any, Callable, Protocol, cast
+from typing import Any, Callable, Protocol, cast
 
 _isal: Any
 try:
@@ -50,6 +50,8 @@ __all__ = [
 IN_CHUNK = 1024 * 1024
 _OUT_CHUNK = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_PIECE = 512
 
 _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
 if _isal is not None:
@@ -275,32 +277,58 @@ def xz_source(raw: Source) -> Source:
 class _ZstdSource:
     """
     The uncompressed bytes of a Zstandard stream (every frame).
+
+    ``zstandard`` offers no bounded decompression call and its stream reader ends quietly on a
+    truncated frame, so the decompression object is fed `_ZSTD_PIECE` compressed bytes at a time
+    (a block of at most 128 KiB needs at least 4 bytes, so one call expands to 16 MiB at most) and
+    a stream that ends inside a frame is `Damaged`.
     """
 
     def __init__(self, raw: Source) -> None:
         import zstandard
 
         self._error = zstandard.ZstdError
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], _RawFile(raw)), read_size=IN_CHUNK, read_across_frames=True)
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._object = self._decompressor.decompressobj()
+        self._raw = raw
+        self._input = b""
+        self._input_offset = 0
+        self._output = b""
+        self._output_offset = 0
+        self._ended = False
+
+    def _next_input(self) -> bytes:
+        if self._input_offset >= len(self._input):
+            self._input = self._raw.read(IN_CHUNK)
+            self._input_offset = 0
+        piece = self._input[self._input_offset:self._input_offset + _ZSTD_PIECE]
+        self._input_offset += len(piece)
+        return piece
 
     def read(self, size: int) -> bytes:
-        try:
-            return bytes(self._reader.read(size))
-        except self._error as e:
-            raise Damaged(str(e)) from None
-
-
-class _RawFile:
-    """
-    A `Source` as the file object ``zstandard`` reads from.
-    """
-
-    def __init__(self, raw: Source) -> None:
-        self._raw = raw
-
-    def read(self, size: int = -1) -> bytes:
-        return self._raw.read(size if size > 0 else IN_CHUNK)
+        while self._output_offset >= len(self._output):
+            if self._ended:
+                return b""
+            if self._object.eof:
+                rest = self._object.unused_data + self._input[self._input_offset:]
+                self._input, self._input_offset = rest, 0
+                if len(rest) < 4:
+                    self._input += self._raw.read(IN_CHUNK)
+                if not self._input.startswith(_ZSTD_MAGIC):
+                    self._ended = True
+                    return b""
+                self._object = self._decompressor.decompressobj()
+            piece = self._next_input()
+            if not piece:
+                raise Damaged("the compressed stream ends early")
+            try:
+                self._output = self._object.decompress(piece)
+            except self._error as e:
+                raise Damaged(str(e)) from None
+            self._output_offset = 0
+        data = self._output[self._output_offset:self._output_offset + size]
+        self._output_offset += len(data)
+        return data
 
 
 def zstd_source(raw: Source) -> Source:
