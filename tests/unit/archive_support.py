@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -72,7 +73,8 @@ def zip_bytes(members: Iterable[Member], *, compression: int = zipfile.ZIP_DEFLA
     A zip archive of ``members`` (files, directories and Unix symlinks), names as given.
     """
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w", compression) as archive:
+        warnings.simplefilter("ignore")  # duplicate names are what some tests want
         for member in members:
             info = zipfile.ZipInfo(member.name, date_time=(2020, 9, 13, 12, 26, 40))
             info.create_system = 3

@@ -12,6 +12,7 @@ an extraction, whatever the archive or the symlinks of the volume say.
 * `tarfmt`: ustar/PAX header encoding and decoding;
 * `codecs`: `GzipWriter` (ISA-L at level 1), `gzip_level`, and bounded decompressing sources;
 * `create`: `write_tar_gz` (the stream, for any sink) and `create_archive` (``files/compress``);
+* `entries`: `Entry`, `Kind`, `Archive` and the refusals `UnknownFormat`, `Unsupported`;
 * `readers`: format identification (`open_archive`) and `Entry` iteration (zip, tar and its
   compressed forms, single compressed files; `sevenzip` for 7-Zip);
 * `extract`: `Extractor` (policies `DECOMPRESS` and `RESTORE`) and `decompress`
@@ -26,7 +27,8 @@ from __future__ import annotations
 from .codecs import Damaged, GzipWriter, gzip_level
 from .create import ArchiveStats, archive_name, create_archive, write_tar_gz
 from .extract import DECOMPRESS, RESTORE, Busy, ExtractPolicy, ExtractStats, Extractor, decompress
-from .readers import Entry, Kind, UnknownFormat, Unsupported, open_archive, tar_entries
+from .entries import Entry, Kind, UnknownFormat, Unsupported
+from .readers import open_archive, tar_entries
 from .walk import Selection, compress_selection, volume_selection
 from .writer import Cancelled, TarWriter
 

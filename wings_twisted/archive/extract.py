@@ -45,7 +45,8 @@ from twisted.logger import Logger
 from ..fs import NotDirectory, NotFound, QuotaExceeded, Volume, clean_path
 from ..fs.atomic import AtomicWrite, begin_at
 from ..fs.paths import DIR_FLAGS, DIR_MODE, FILE_MODE, give, lstat_at, split_path
-from .readers import Entry, Kind, open_archive
+from .entries import Entry, Kind
+from .readers import open_archive
 from .writer import Cancelled
 
 __all__ = ["DECOMPRESS", "RESTORE", "Busy", "ExtractPolicy", "ExtractStats", "Extractor",

@@ -26,16 +26,15 @@ Pure and blocking: no Twisted.
 
 from __future__ import annotations
 
-import enum
 import os
 import stat as _stat
 import zipfile
 import zlib
-from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 from .codecs import (Damaged, FdSource, Source, bzip2_source, gzip_source, xz_source,
                      zstd_source)
+from .entries import Archive, Entry, Kind, UnknownFormat, Unsupported, nothing
 from .tarfmt import BLOCK, DIRTYPE, REGTYPE, SYMTYPE, HeaderError, padding, parse_header, \
     parse_pax
 
@@ -45,79 +44,6 @@ __all__ = ["RAR_REFUSED", "Archive", "Entry", "Kind", "UnknownFormat", "Unsuppor
 #: Largest PAX or GNU long-name header accepted (they hold names, not content).
 MAX_META = 1024 * 1024
 _PIECE = 1024 * 1024
-
-
-class UnknownFormat(Exception):
-    """
-    Not an archive format this daemon reads.
-    """
-
-
-class Unsupported(Exception):
-    """
-    A known format that cannot be extracted here (RAR, encrypted entries...); the message says
-    which.
-    """
-
-
-class Kind(enum.Enum):
-    """
-    What an entry is.
-    """
-
-    FILE = "file"
-    DIRECTORY = "directory"
-    SYMLINK = "symlink"
-    HARDLINK = "hardlink"
-    OTHER = "other"
-
-
-@dataclass
-class Entry:
-    """
-    One member of an archive.
-
-    :param name: as stored (may be absolute, hold ``..``, repeat an earlier name...).
-    :param size: the declared content size, ``-1`` when unknown.
-    :param mode: the permission bits stored, ``-1`` when none are.
-    :param mtime: seconds since the epoch, ``None`` when none is stored.
-    :param read: the content in pieces of at most the size asked for; ``b""`` at the end.
-    """
-
-    name: str
-    kind: Kind
-    size: int
-    mode: int
-    mtime: float | None
-    read: Callable[[int], bytes]
-
-
-def _nothing(size: int) -> bytes:
-    return b""
-
-
-class Archive(Protocol):
-    """
-    An opened archive.
-    """
-
-    #: Whether ``entries`` is cheap to walk twice (sizes come from a directory).
-    indexed: bool
-
-    def entries(self) -> Iterator[Entry]:
-        """
-        The entries, in archive order (a new pass from the start each call).
-        """
-
-    def sizes(self) -> Iterator[int]:
-        """
-        The declared sizes of the regular-file entries (the quota pre-walk).
-        """
-
-    def close(self) -> None:
-        """
-        Release what the reader holds (the caller closes the descriptor).
-        """
 
 
 # -- tar ---------------------------------------------------------------------------------------
@@ -395,7 +321,7 @@ class _ZipArchive:
         for info in self._zip.infolist():
             kind, mode = _zip_entry_kind(info)
             if kind is not Kind.FILE:
-                yield Entry(info.filename, kind, 0, mode, _zip_mtime(info), _nothing)
+                yield Entry(info.filename, kind, 0, mode, _zip_mtime(info), nothing)
                 continue
             if info.flag_bits & 0x1:
                 raise Unsupported("Encrypted archives cannot be extracted.")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from twisted.logger import Logger
 
 from .codecs import Damaged
-from .readers import Entry, Kind, Unsupported
+from .entries import Entry, Kind, Unsupported, nothing
 
 if TYPE_CHECKING:
     from .extract import Extractor, OpenFile
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["SevenZipArchive"]
 
 log = Logger()
-
-
-def _nothing(size: int) -> bytes:
-    return b""
 
 
 class SevenZipArchive:
@@ -93,7 +89,7 @@ class SevenZipArchive:
         for member in self._archive.files:
             kind, mode = self._kind(member)
             yield Entry(member.filename, kind, int(member.uncompressed or 0), mode,
-                        self._mtime(member), _nothing)
+                        self._mtime(member), nothing)
 
     def extract_into(self, extractor: Extractor) -> None:
         """
@@ -107,7 +103,7 @@ class SevenZipArchive:
             kind, mode = self._kind(member)
             if kind is not Kind.FILE:
                 extractor.add(Entry(member.filename, kind, 0, mode, self._mtime(member),
-                                    _nothing))
+                                    nothing))
                 continue
             try:
                 key = get_sanitized_output_path(member.filename, None).as_posix()
