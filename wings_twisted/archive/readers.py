@@ -32,7 +32,7 @@ import zipfile
 import zlib
 from typing import Callable, Iterator
 
-from .codecs import (Damaged, FdSource, Source, bzip2_source, gzip_source, xz_source,
+from .codecs import (Damaged, FdSource, ReadAhead, Source, bzip2_source, gzip_source, xz_source,
                      zstd_source)
 from .entries import Archive, Entry, Kind, UnknownFormat, Unsupported, nothing
 from .tarfmt import BLOCK, DIRTYPE, REGTYPE, SYMTYPE, HeaderError, padding, parse_header, \
@@ -217,12 +217,15 @@ class _TarArchive:
         self._fd = fd
         self._layer = layer
 
-    def _source(self) -> Source:
-        raw: Source = FdSource(self._fd)
-        return self._layer(raw) if self._layer is not None else raw
-
     def entries(self) -> Iterator[Entry]:
-        return tar_entries(self._source())
+        if self._layer is None:
+            yield from tar_entries(FdSource(self._fd))
+            return
+        source = ReadAhead(self._layer(FdSource(self._fd)))
+        try:
+            yield from tar_entries(source)
+        finally:
+            source.close()
 
     def sizes(self) -> Iterator[int]:
         for entry in self.entries():
@@ -246,7 +249,11 @@ class _SingleFile:
         self._name = name
 
     def entries(self) -> Iterator[Entry]:
-        yield Entry(self._name, Kind.FILE, -1, -1, None, self._layer(FdSource(self._fd)).read)
+        source = ReadAhead(self._layer(FdSource(self._fd)))
+        try:
+            yield Entry(self._name, Kind.FILE, -1, -1, None, source.read)
+        finally:
+            source.close()
 
     def sizes(self) -> Iterator[int]:
         # The size is only known by decompressing: the extractor checks the quota as it writes,
