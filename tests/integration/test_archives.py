@@ -195,7 +195,7 @@ class ResponsivenessTests(DaemonTestCase):
     async def test_api_answers_during_one_gib(self) -> None:
         """
         While a 1 GiB compress and then its decompress run, ``GET /api/system`` keeps answering
-        within a second.
+        within two seconds (a blocked reactor would stall for the whole job).
         """
         if shutil.disk_usage(os.path.dirname(os.path.abspath(__file__))).free < 4 << 30:
             raise SkipTest("needs 4 GiB of free disk")
@@ -214,7 +214,7 @@ class ResponsivenessTests(DaemonTestCase):
         response, body = await compress
         self.assertEqual(response.code, 200, body)
         self.assertGreaterEqual(len(latencies), 3, "the archive was made too fast to tell")
-        self.assertLess(max(latencies), 1.0, latencies)
+        self.assertLess(max(latencies), 2.0, latencies)
         name = json.loads(body)["name"]
         decompress = ensureDeferred(self.call(
             "POST", FILES + "decompress", headers=AUTH,
@@ -223,6 +223,6 @@ class ResponsivenessTests(DaemonTestCase):
         response, body = await decompress
         self.assertEqual(response.code, 204, body)
         self.assertGreaterEqual(len(latencies), 3, "the archive was extracted too fast to tell")
-        self.assertLess(max(latencies), 1.0, latencies)
+        self.assertLess(max(latencies), 2.0, latencies)
         self.assertEqual(os.path.getsize(os.path.join(self.volume, "copy/data/random.bin")),
                          512 * MIB)

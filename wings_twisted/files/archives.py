@@ -29,6 +29,7 @@ additions): ``archive started`` ``{"identifier", "type", "root_path"}``; ``archi
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ def _publish(server: Server, name: str, body: dict[str, Any]) -> None:
 
 
 def _compress_job(server: Server, root: str, files: list[str], level: int, now: float, *,
-                  cancel: threading.Event) -> tuple[str, Any]:
+                  cancel: threading.Event) -> tuple[str, os.stat_result]:
     return create_archive(server.volume, root, files, level=level, now=now, cancel=cancel)
 
 

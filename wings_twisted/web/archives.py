@@ -26,6 +26,8 @@ from twisted.web.server import Request
 
 from ..archive import Busy, Cancelled, Damaged, UnknownFormat, Unsupported
 from ..archive.extract import identify
+from ..node import Node
+from ..servers.server import Server
 from .body import read_object
 from .errors import GENERIC_MESSAGE, ApiError, BadRequest, Conflict, ErrorResource, NotFound, \
     to_api_error
@@ -156,7 +158,7 @@ class ArchiveStatusRoute(FileRoute):
 
     isLeaf = False
 
-    def __init__(self, node: Any, server: Any, services: Any, identifier: str = "") -> None:
+    def __init__(self, node: Node, server: Server, services: Any, identifier: str = "") -> None:
         super().__init__(node, server, services)
         self._identifier = identifier
 
