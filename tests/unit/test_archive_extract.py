@@ -290,17 +290,13 @@ class ExtractorTests(_Base):
 
     def test_busy_file(self) -> None:
         """
-        ``ETXTBSY`` while writing is ``Busy``, and the temporary file is gone.
+        ``ETXTBSY`` while extracting is ``Busy``, and the temporary file is gone.
         """
         def busy(size: int) -> bytes:
             raise OSError(errno.ETXTBSY, "Text file busy")
 
         with Extractor(self.volume) as extractor:
-            with self.assertRaises(Busy):
-                opened = extractor.begin_file("run.sh")
-                assert opened is not None
-                with opened:
-                    extractor._busy_is_busy(busy, 1)
+            self.assertRaises(Busy, extractor.add, Entry("run.sh", Kind.FILE, 10, 0o755, None, busy))
         self.assertEqual(sorted(self.contents()), [])
 
     def test_cancelled(self) -> None:

@@ -241,3 +241,37 @@ class ArchiveTaskTests(_Routes):
         """
         self.assertEqual(self.get("archive-status").status, 404)
         self.assertEqual(self.get("archive-status/a/b").status, 404)
+
+
+class ArchiveErrorTests(SynchronousTestCase):
+    """
+    ``web.archives.archive_error``: the answer of each failure of an archive job.
+    """
+
+    def test_mapping(self) -> None:
+        """
+        Each domain failure has its status and text; an unknown one is a 500 (``None``), whose
+        task text is the generic message.
+        """
+        from wings_twisted.archive import Busy, Cancelled, Damaged, UnknownFormat, Unsupported
+        from wings_twisted.fs import QuotaExceeded
+        from wings_twisted.web.archives import archive_error, describe
+        cases = [
+            (UnknownFormat("x"), 400,
+             "The archive provided is in a format Wings does not understand."),
+            (Unsupported("No RAR here."), 400, "No RAR here."),
+            (Damaged("crc"), 400, "The archive is damaged or incomplete and cannot be extracted."),
+            (Busy(), 400, "One or more files this archive is attempting to overwrite are "
+                          "currently in use by another process. Please try again."),
+            (Cancelled(), 400, "The archive operation was cancelled."),
+            (QuotaExceeded("a"), 400,
+             "There is not enough disk space available to perform that action."),
+        ]
+        for error, status, text in cases:
+            translated = archive_error(error)
+            assert translated is not None
+            self.assertEqual((translated.status, translated.message, describe(error)),
+                             (status, text, text))
+        self.assertIsNone(archive_error(RuntimeError("boom")))
+        self.assertEqual(describe(RuntimeError("boom")),
+                         "An unexpected error was encountered while processing this request")

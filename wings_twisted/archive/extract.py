@@ -164,6 +164,9 @@ class Extractor:
         """
         Extract one entry (reading its content).
         """
+        self._busy_is_busy(self._add, entry)
+
+    def _add(self, entry: Entry) -> None:
         self._check()
         if self._on_entry is not None:
             self._on_entry(entry.name)
@@ -172,7 +175,7 @@ class Extractor:
             if path is None or (self._policy.denylist and self._volume.is_denied(path)):
                 self._skip(entry.name, "denied or empty")
                 return
-            self._busy_is_busy(self._directory, path)
+            self._directory(path)
             self.stats.directories += 1
             return
         if entry.kind is not Kind.FILE:
@@ -187,7 +190,7 @@ class Extractor:
                 data = entry.read(_PIECE)
                 if not data:
                     break
-                self._busy_is_busy(output.write, data)
+                output.write(data)
             self.finish_file(output, entry.mode, entry.mtime)
 
 
