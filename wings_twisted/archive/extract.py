@@ -193,7 +193,6 @@ class Extractor:
                 output.write(data)
             self.finish_file(output, entry.mode, entry.mtime)
 
-
     def begin_file(self, name: str) -> OpenFile | None:
         """
         Start writing the file entry ``name``: the temporary file beside its destination, or
@@ -206,12 +205,14 @@ class Extractor:
             return None
         clean, parts = split_path(path)
         parent = self._busy_is_busy(self._directory, "/".join(parts[:-1]))
-        existing = lstat_at(parent, parts[-1])
+        kept = None
+        if self._policy.keep_existing_mode:
+            existing = lstat_at(parent, parts[-1])
+            if existing is not None and _stat.S_ISREG(existing.st_mode):
+                kept = _stat.S_IMODE(existing.st_mode)
         volume = self._volume
         output = self._busy_is_busy(begin_at, parent, parts[-1], clean, volume.quota,
                                     volume.owner, [])
-        kept = _stat.S_IMODE(existing.st_mode) if existing is not None and _stat.S_ISREG(
-            existing.st_mode) else None
         return OpenFile(output, kept)
 
     def finish_file(self, output: OpenFile, mode: int, mtime: float | None) -> None:
