@@ -318,7 +318,8 @@ class Extractor:
 class OpenFile:
     """
     A file entry being written (`Extractor.begin_file`): its temporary file, and the mode of the
-    regular file it will replace (``None`` when there is none).
+    regular file it will replace (``None`` when there is none, or when the policy does not keep
+    it).
     """
 
     def __init__(self, output: AtomicWrite, existing_mode: int | None) -> None:
