@@ -55,8 +55,10 @@ _OUT_CHUNK = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_PIECE = 512
-#: Pieces a `ReadAhead` keeps ready.
-_AHEAD = 4
+#: Pieces of `_AHEAD_PIECE` bytes a `ReadAhead` keeps ready (small pieces stay below glibc's
+#: mmap threshold, so freed ones are reused instead of growing the heap).
+_AHEAD = 8
+_AHEAD_PIECE = 128 * 1024
 
 _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
 if _isal is not None:
@@ -263,7 +265,7 @@ class ReadAhead:
     GIL) overlaps with the writes of the extracting thread: on two cores that is most of the
     difference with ``tar xzf``, whose ``gzip -d`` runs in a process of its own.
 
-    At most `_AHEAD` pieces of `IN_CHUNK` bytes wait.  `close` stops the helper (it exits at its
+    At most `_AHEAD` pieces of `_AHEAD_PIECE` bytes wait.  `close` stops the helper (it exits at its
     next piece); an error of the inner source is raised by the `read` that reaches it.
     """
 
@@ -281,7 +283,7 @@ class ReadAhead:
     def _pump(self) -> None:
         while not self._stopped.is_set():
             try:
-                piece: bytes | BaseException = self._inner.read(IN_CHUNK)
+                piece: bytes | BaseException = self._inner.read(_AHEAD_PIECE)
             except BaseException as e:
                 piece = e
             while not self._stopped.is_set():
