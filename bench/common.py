@@ -280,6 +280,8 @@ class Daemon:
             "environment": {"driver": "process"},
         }
         config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        # Never write /etc/logrotate.d/wings from a benchmark.
+        config["system"]["enable_log_rotate"] = False
         # An existing account: as root the daemon would otherwise create "pterodactyl",
         # which cannot run an interpreter under a private home such as /root.
         import pwd
@@ -861,7 +863,7 @@ def profile_lines(profiler: Profiler, title: str) -> list[str]:
 
 
 
-SECTION_ORDER = ("summary", "downloads", "uploads", "concurrent", "notes")
+SECTION_ORDER = ("summary", "downloads", "uploads", "concurrent", "flood", "notes")
 
 
 def write_section(key: str, title: str, body: Sequence[str]) -> None:

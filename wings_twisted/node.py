@@ -14,9 +14,11 @@ layer sees of it.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHostnameResolver, IReactorTCP, IReactorTime
 from twisted.internet.task import Cooperator
+from twisted.web.iweb import IPolicyForHTTPS
 
 from .activity import ActivityLog
 from .auth.denials import Denials
@@ -43,6 +45,23 @@ def resolve_user(config: Config) -> tuple[int, int]:
     return os.getuid(), os.getgid()
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """
+    How the daemon reaches hosts its users name (remote pulls, api.md §6.2).
+
+    :ivar connector: opens TCP connections (the reactor).
+    :ivar resolver: answers host names (the reactor's ``nameResolver``); the
+        SSRF guard checks its answers and connects to those addresses only.
+    :ivar tls: client TLS options for a host name (certificate verification
+        and SNI; ``--ignore-certificate-errors`` turns verification off).
+    """
+
+    connector: IReactorTCP
+    resolver: IHostnameResolver
+    tls: IPolicyForHTTPS
+
+
 class Node:
     """
     Everything the daemon's parts share.
@@ -54,13 +73,16 @@ class Node:
         (``tap.environment_factory``); none by default.
     :param docker: the container engine client (``None`` with the process
         driver, or in tests).
+    :param outgoing: connections to hosts users name (``None`` in tests that
+        make none: remote pulls then fail).
     """
 
     def __init__(self, config: Config, *, clock: IReactorTime, run_blocking: RunBlocking,
                  panel: PanelClient, activity: ActivityLog, config_path: str | None = None,
                  docker: DockerClient | None = None,
                  cooperator: Cooperator | None = None,
-                 make_environment: EnvironmentFactory = no_environment) -> None:
+                 make_environment: EnvironmentFactory = no_environment,
+                 outgoing: Outgoing | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
@@ -72,6 +94,7 @@ class Node:
         self.activity = activity
         self.docker = docker
         self.make_environment = make_environment
+        self.outgoing = outgoing
         self.registry = ServerRegistry()
         self.tokens = TokenStore(clock.seconds)
         self.uid, self.gid = resolve_user(config)

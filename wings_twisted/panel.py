@@ -13,13 +13,23 @@ wait) until 30 s have passed since the first attempt; a retry whose wait would
 end past that budget is not started.  4xx answers fail at once.  Each attempt
 has a hard timeout of ``remote_query.timeout`` seconds.  The clock and the
 jitter source are injected so tests run on ``Clock``.
+
+Validation: every answer is decoded and checked inside the retry loop.  A
+2xx whose body is not what the endpoint promises (invalid JSON, a listing
+without a ``data`` array, a page number that is not a small non-negative
+integer such as ``1e309``, more than ``MAX_PAGES`` pages) is a
+``PanelError`` (``_InvalidJSON``/``_InvalidResponse``) and is retried like a
+5xx: a panel that sends garbage is a failing panel, never an unhandled
+exception in the daemon.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable, Mapping, Sequence, cast
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, DeferredList, FirstError, ensureDeferred
@@ -38,20 +48,28 @@ JITTER = 0.5
 LONGEST_WAIT = 12.0
 BUDGET = 30.0
 
+#: Most pages of ``GET /api/remote/servers`` the daemon will fetch (50 000
+#: servers at the default page size): a larger ``last_page`` is garbage.
+MAX_PAGES = 1000
+
 _NO_BODY = object()
+_T = TypeVar("_T")
 
 
 class PanelError(Exception):
     """
     The panel answered with an error status (panel.md §1.3), or could not be
-    reached at all (``status`` 0).
+    reached at all (``status`` 0).  ``url`` is the address called (without
+    the query), when known: start-up errors name it.
     """
 
     def __init__(self, status: int, code: str = "_MissingResponseCode",
-                 detail: str = "No error response returned from API endpoint.") -> None:
+                 detail: str = "No error response returned from API endpoint.",
+                 url: str | None = None) -> None:
         self.status = status
         self.code = code
         self.detail = detail
+        self.url = url
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -71,6 +89,17 @@ class PanelError(Exception):
             return cls(status, str(first.get("code")), str(first.get("detail")))
         except (ValueError, AttributeError, TypeError, IndexError, KeyError):
             return cls(status)
+
+
+@dataclass(frozen=True)
+class SftpGrant:
+    """
+    The panel's answer to a valid SFTP credential (``POST /sftp/auth``, panel.md §4).
+    """
+
+    user: str
+    server: str
+    permissions: tuple[str, ...]
 
 
 class PanelClient:
@@ -118,6 +147,17 @@ class PanelClient:
         Make one call with the retry policy; return ``(status, body)`` of a
         2xx answer or raise ``PanelError``.
         """
+        return await self.request_decoded(method, path, _raw, params=params, body=body)
+
+    async def request_decoded(self, method: str, path: str,
+                              decode: Callable[[int, bytes], _T], *,
+                              params: Mapping[str, Any] | None = None,
+                              body: Any = _NO_BODY) -> _T:
+        """
+        ``request``, with ``decode(status, body)`` applied to a 2xx answer
+        inside the retry loop: a ``PanelError`` it raises is retried like a
+        5xx, and so is any other exception it raises (as a ``PanelError``).
+        """
         url = self.base + "/api/remote" + path
         data = None
         if method != "GET":
@@ -134,44 +174,54 @@ class PanelClient:
             except CancelledError:
                 raise
             except Exception as e:
-                error = PanelError(0, "_TransportError", str(e) or e.__class__.__name__)
+                error = PanelError(0, "_TransportError", _transport_detail(e), url=url)
             else:
                 if 200 <= status < 300:
-                    return status, content
-                error = PanelError.from_response(status, content)
-                if 400 <= status < 500:
-                    raise error
+                    try:
+                        return decode(status, content)
+                    except PanelError as e:
+                        error = e
+                        error.url = url
+                    except Exception as e:
+                        error = PanelError(status, "_InvalidResponse",
+                                           "Unusable answer: {}".format(
+                                               str(e) or e.__class__.__name__), url=url)
+                else:
+                    error = PanelError.from_response(status, content)
+                    error.url = url
+                    if 400 <= status < 500:
+                        raise error
             wait = self._wait(retry)
             if self._clock.seconds() + wait - started > BUDGET:
                 raise error
-            log.warn("Panel call {method} {path} failed ({error}); retrying in {wait:.1f}s",
-                     method=method, path=path, error=str(error), wait=wait)
+            log.warn("Panel call {method} {url} failed ({error}); retrying in {wait:.1f}s",
+                     method=method, url=url, error=str(error), wait=wait)
             retry += 1
             await deferLater(self._clock, wait, lambda: None)
 
-    async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def request_json(self, method: str, path: str,
+                           check: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
         """
-        ``request`` and decode the JSON answer (a bad body is a PanelError).
+        ``request`` and decode the JSON answer, then ``check`` it (returning
+        what ``check`` returns); a bad body or a failed check is a retried
+        ``PanelError`` (module docstring).
         """
-        status, content = await self.request(method, path, **kwargs)
-        try:
-            return json.loads(content)
-        except ValueError:
-            raise PanelError(status, "_InvalidJSON", "The panel answered with invalid JSON.")
+        def decode(status: int, content: bytes) -> Any:
+            value = _json(status, content)
+            return value if check is None else check(value)
+
+        return await self.request_decoded(method, path, decode, **kwargs)
 
     async def get_servers(self, per_page: int = 50) -> list[Mapping[str, Any]]:
         """
         Every server of this node (panel.md §3.1): page 0 first, then the
         remaining pages concurrently; any failure fails the whole load.
         """
-        first = await self.request_json("GET", "/servers",
-                                        params={"page": "0", "per_page": str(per_page)})
-        entries = list(_page_data(first))
-        meta = first.get("meta") if isinstance(first, Mapping) else None
-        current = _int(meta.get("current_page") if isinstance(meta, Mapping) else None, 1)
-        last = _int(meta.get("last_page") if isinstance(meta, Mapping) else None, 1)
+        first, current, last = await self.request_json(
+            "GET", "/servers", _first_page, params={"page": "0", "per_page": str(per_page)})
+        entries = list(first)
         pages = [ensureDeferred(self.request_json(
-            "GET", "/servers", params={"page": str(p), "per_page": str(per_page)}))
+            "GET", "/servers", _page_data, params={"page": str(p), "per_page": str(per_page)}))
             for p in range(current + 1, last + 1)]
         if pages:
             try:
@@ -179,16 +229,14 @@ class PanelClient:
             except FirstError as e:
                 e.subFailure.raiseException()
             for _, page in results:
-                entries.extend(_page_data(page))
+                entries.extend(page)
         return entries
 
     async def get_server(self, uuid: str) -> Mapping[str, Any]:
         """
         One server's configuration (panel.md §3.3).
         """
-        answer = await self.request_json("GET", "/servers/" + uuid)
-        if not isinstance(answer, Mapping):
-            raise PanelError(200, "_InvalidJSON", "The panel answered with a non-object.")
+        answer: Mapping[str, Any] = await self.request_json("GET", "/servers/" + uuid, _object)
         return answer
 
     async def reset_servers(self) -> None:
@@ -201,9 +249,8 @@ class PanelClient:
         """
         ``{container_image, entrypoint, script}`` of a server's egg (panel.md §3.4).
         """
-        answer = await self.request_json("GET", "/servers/{}/install".format(uuid))
-        if not isinstance(answer, Mapping) or not isinstance(answer.get("script"), str):
-            raise PanelError(200, "_InvalidJSON", "The panel's install script is not usable.")
+        answer: Mapping[str, Any] = await self.request_json(
+            "GET", "/servers/{}/install".format(uuid), _install_script)
         return answer
 
     async def report_install(self, uuid: str, successful: bool, reinstall: bool) -> None:
@@ -213,6 +260,25 @@ class PanelClient:
         await self.request("POST", "/servers/{}/install".format(uuid),
                            body={"successful": successful, "reinstall": reinstall})
 
+    async def validate_sftp(self, credentials: Mapping[str, str]) -> SftpGrant:
+        """
+        ``POST /sftp/auth`` (panel.md §4, sftp.md §3.4) with the body as given (``type``,
+        ``username``, ``password``, ``ip``, ``session_id``, ``client_version``); retried on
+        network errors and 5xx within the 30-second budget like every call.
+
+        :raises PanelError: any 4xx (the credentials are refused), the budget spent, or an
+            answer without ``user``, ``server`` and a ``permissions`` list of strings.
+        """
+        answer = await self.request_json("POST", "/sftp/auth", body=dict(credentials))
+        if isinstance(answer, Mapping):
+            user, server = answer.get("user"), answer.get("server")
+            permissions = answer.get("permissions")
+            if (isinstance(user, str) and isinstance(server, str)
+                    and isinstance(permissions, list)
+                    and all(isinstance(p, str) for p in permissions)):
+                return SftpGrant(user, server, tuple(permissions))
+        raise PanelError(200, "_InvalidJSON", "The panel's SFTP answer is not usable.")
+
     async def send_activity(self, records: Sequence[Mapping[str, Any]]) -> None:
         """
         Ship activity records (panel.md §6.3).
@@ -220,16 +286,83 @@ class PanelClient:
         await self.request("POST", "/activity", body={"data": list(records)})
 
 
-def _int(value: Any, default: int) -> int:
-    if isinstance(value, bool):
-        return default
+def _transport_detail(error: Exception) -> str:
+    """
+    One line for a failed attempt: the reasons Twisted wraps in
+    ``ResponseNeverReceived`` and friends, not their ``repr``.
+    """
+    reasons = getattr(error, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(str(r.getErrorMessage()) for r in reasons)
+    return str(error) or error.__class__.__name__
+
+
+def _invalid(detail: str) -> PanelError:
+    return PanelError(200, "_InvalidResponse", detail)
+
+
+def _json(status: int, content: bytes) -> Any:
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        raise PanelError(status, "_InvalidJSON", "The panel answered with invalid JSON.") from None
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _invalid("The panel answered with a non-object.")
+    return value
+
+
+def _install_script(value: Any) -> Mapping[str, Any]:
+    answer = _object(value)
+    if not isinstance(answer.get("script"), str):
+        raise _invalid("The panel's install script is not usable.")
+    for key in ("container_image", "entrypoint"):
+        if answer.get(key) is not None and not isinstance(answer.get(key), str):
+            raise _invalid("The panel's install {} is not a string.".format(key))
+    return answer
+
+
+def page_number(value: Any, default: int) -> int:
+    """
+    A page number of the listing's ``meta``: absent (``None``) is
+    ``default``; anything but an integral number (or a numeric string) in
+    ``0..MAX_PAGES`` is a `PanelError`.
+    """
+    if value is None:
         return default
+    number: int | float
+    if isinstance(value, bool):
+        raise _invalid("page number {!r} is not a number".format(value))
+    if isinstance(value, (int, float)):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit() and len(value) < 10:
+        number = int(value)
+    else:
+        raise _invalid("page number {!r} is not a number".format(value))
+    if isinstance(number, float) and (not math.isfinite(number) or not number.is_integer()):
+        raise _invalid("page number {!r} is not an integer".format(value))
+    if not 0 <= number <= MAX_PAGES:
+        raise _invalid("page number {!r} is out of range".format(value))
+    return int(number)
 
 
 def _page_data(page: Any) -> list[Mapping[str, Any]]:
     if not isinstance(page, Mapping) or not isinstance(page.get("data"), list):
-        raise PanelError(200, "_InvalidJSON", "The server listing has no data array.")
+        raise _invalid("The server listing has no data array.")
     return [entry for entry in page["data"] if isinstance(entry, Mapping)]
+
+
+def _first_page(page: Any) -> tuple[list[Mapping[str, Any]], int, int]:
+    entries = _page_data(page)
+    meta = page.get("meta")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise _invalid("The server listing's meta is not an object.")
+    meta = meta or {}
+    return (entries, page_number(meta.get("current_page"), 1),
+            page_number(meta.get("last_page"), 1))
+
+
+def _raw(status: int, content: bytes) -> tuple[int, bytes]:
+    return status, content

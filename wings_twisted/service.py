@@ -2,13 +2,13 @@
 ``WingsService``: the daemon as one Twisted service.
 
 It owns the HTTP listener, the worker thread pool, the periodic jobs
-(single-use token purge every 5 minutes, activity flush) and the boot
+(single-use token purge every 5 minutes, the two activity flushes) and the boot
 sequence of panel.md §3.1–§3.2 and lifecycle.md §1.2–§1.5: load every
 server from the panel (fatal when the panel cannot be reached, as
 upstream), create missing volume directories, register the servers,
 restore the states recorded in ``states.json`` (servers that were running
-are started again, four at a time), then ``POST /servers/reset`` in the
-background.
+are started again, four at a time), start what waits for boot (the SFTP
+listener), then ``POST /servers/reset`` in the background.
 
 At shutdown ``states.json`` is written first, then every running process
 is stopped the way its egg says (ten seconds, then killed): processes of
@@ -19,7 +19,7 @@ record them as running so the next boot starts them again.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .node import Node
+from .panel import PanelError
 from .servers.build import build_server
 from .servers.lifecycle import SyncError, power, sync
 from .servers.power import PowerError
@@ -71,10 +72,17 @@ class WingsService(MultiService):
     The whole daemon.
     """
 
-    def __init__(self, node: Node, *, fatal: Callable[[str], None]) -> None:
+    def __init__(self, node: Node, *, fatal: Callable[[str], None],
+                 after_boot: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+        """
+        :param after_boot: started in order once the servers are loaded and
+            their states restored, before the panel's reset (the SFTP
+            listener); each reports its own failures.
+        """
         super().__init__()
         self.node = node
         self._fatal = fatal
+        self._after_boot = list(after_boot)
         self.booted: Deferred[None] | None = None
         purge = TimerService(TOKEN_PURGE_INTERVAL, node.tokens.purge)
         purge.clock = node.clock
@@ -83,6 +91,9 @@ class WingsService(MultiService):
         flush = TimerService(max(interval, 1), self._flush_activity)
         flush.clock = node.clock
         flush.setServiceParent(self)
+        sftp_flush = TimerService(max(interval, 1), self._flush_sftp_activity)
+        sftp_flush.clock = node.clock
+        sftp_flush.setServiceParent(self)
         self._states_timer = TimerService(STATES_INTERVAL, self._save_states)
         self._states_timer.clock = node.clock
         self._restored = False
@@ -102,6 +113,11 @@ class WingsService(MultiService):
     def _flush_activity(self) -> Deferred[int]:
         d = Deferred.fromCoroutine(self.node.activity.flush())
         d.addErrback(lambda f: log.failure("Activity flush failed", f))
+        return d
+
+    def _flush_sftp_activity(self) -> Deferred[int]:
+        d = Deferred.fromCoroutine(self.node.activity.flush_sftp())
+        d.addErrback(lambda f: log.failure("SFTP activity flush failed", f))
         return d
 
     def startService(self) -> None:
@@ -131,11 +147,28 @@ class WingsService(MultiService):
             except (ServerConfigError, OSError) as e:
                 log.error("Skipping server {uuid}: {error}", uuid=uuid, error=str(e))
                 continue
+            await self._remove_leftovers(server)
             node.registry.add(server)
         log.info("Loaded {count} servers from the panel", count=len(node.registry))
         await self.restore_states()
+        for start in self._after_boot:
+            await start()
         reset = Deferred.fromCoroutine(node.panel.reset_servers())
         reset.addErrback(lambda f: log.failure("Resetting server states on the panel failed", f))
+
+    async def _remove_leftovers(self, server: Server) -> None:
+        """
+        Temporary files of uploads cut short by a crash (nothing writes to the volume yet: the
+        server is not registered).
+        """
+        try:
+            removed = await self.node.run_blocking(server.volume.remove_leftovers)
+        except Exception:
+            log.failure("Removing leftovers in the volume of {uuid} failed", uuid=server.uuid)
+            return
+        if removed:
+            log.info("Removed {count} temporary file(s) left in the volume of {uuid}",
+                     count=removed, uuid=server.uuid)
 
     async def restore_states(self) -> None:
         """
@@ -191,8 +224,22 @@ class WingsService(MultiService):
         return d
 
     def _boot_failed(self, failure: Failure) -> None:
-        log.failure("failed to load server configurations", failure)
-        self._fatal("failed to load server configurations: {}".format(failure.getErrorMessage()))
+        """
+        End the daemon: a Panel that refused or could not be reached is one
+        line naming the URL and the answer (no traceback); anything else is
+        a bug and logged with its traceback.
+        """
+        error = failure.value
+        if isinstance(error, PanelError):
+            url = error.url or self.node.panel.base + "/api/remote/servers"
+            log.critical("failed to load server configurations from {url}: {error}",
+                         url=url, error=str(error))
+            message = "failed to load server configurations from {}: {}".format(url, error)
+        else:
+            message = "failed to load server configurations: {}".format(
+                failure.getErrorMessage())
+            log.failure("failed to load server configurations", failure)
+        self._fatal(message)
 
 
 async def _stop_at_shutdown(server: Server) -> None:

@@ -4,16 +4,28 @@
 This is the only module that imports the global reactor, inside
 ``makeService``.  ``build_service`` takes every effect as an argument so
 tests can build the daemon around a fake reactor or a real one on port 0.
+The ``wings`` command (``cli``) runs the same service through
+:func:`daemon_service`.
 
 A configuration that cannot be used stops start-up with exactly one line on
-standard error and exit status 1: loading happens in ``makeService`` and
-raises ``SystemExit`` (raising ``UsageError`` from ``postOptions`` would make
-twistd print its whole help text first).
+standard error and exit status 1 (``wings: <file>: <key>: <problem>``):
+loading and the boot checks of ``config.checks`` happen in
+:func:`daemon_service` and raise ``SystemExit`` (raising ``UsageError`` from
+``postOptions`` would make twistd print its whole help text first).
+
+Logging (``logs``): once the configuration is read, ``wings.log`` in
+``system.log_directory`` receives every event at the configured level,
+SIGHUP reopens it (logrotate's ``postrotate``), and
+``/etc/logrotate.d/wings`` is installed when ``system.enable_log_rotate``
+says so.  The console is twistd's (``twistd -n wings``) or the ``wings``
+command's.  ``twistd wings`` without ``-n`` is refused: the daemon runs in
+the foreground under systemd (or any supervisor), as upstream does.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Mapping, cast
 
 from treq.client import HTTPClient
@@ -27,18 +39,23 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+# The class HTTPConnectionPool._factory names (pinned in test_twisted_internals).
+from twisted.web.client import _HTTP11ClientFactory
 
+from . import __version__
 from .activity import ActivityLog
-from .blocking import thread_pool_runner
-from .config import Config, ConfigError, load_config
-from .blocking import RunBlocking
+from .blocking import RunBlocking, thread_pool_runner
+from .config import Config, ConfigError, check_for_boot, load_config
+from .config import ensure_directories as _ensure_directories
 from .environment.docker import DockerClient, DockerError
 from .environment.factories import ProcessEnvironments, no_environment
-from .node import Node
+from .logs import LogFile, start_file_logging
+from .node import Node, Outgoing
 from .panel import PanelClient
 from .reactor import IReactor
 from .servers.context import EnvironmentFactory
 from .service import ThreadPoolService, WingsService
+from .sftp.service import SftpService
 from .sysuser import SystemUserError, resolve_system_user
 from .timezone import TimezoneError, resolve_timezone
 from .web.site import build_site
@@ -50,6 +67,33 @@ DEFAULT_CONFIG = "/etc/pterodactyl/config.yml"
 # download manager open many connections at once; the kernel caps this at
 # net.core.somaxconn.
 BACKLOG = 1024
+
+
+def raise_open_files(getrlimit: Callable[[int], tuple[int, int]] | None = None,
+                     setrlimit: Callable[[int, tuple[int, int]], None] | None = None) -> int:
+    """
+    Raise the soft ``RLIMIT_NOFILE`` to the hard limit (logged), so that a flood of
+    connections does not exhaust the descriptors the daemon needs for the Panel, its files and
+    its children (the default soft limit is often 1,024).  Returns the soft limit now in force.
+    """
+    import resource
+
+    get = getrlimit or resource.getrlimit
+    put = setrlimit or resource.setrlimit
+    soft, hard = get(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        # Linux refuses an infinite NOFILE; its real ceiling is nr_open.
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            put(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as e:
+            log.warn("Could not raise the open-file limit from {soft} to {hard}: {error}",
+                     soft=soft, hard=hard, error=str(e))
+            return soft
+        log.info("Raised the open-file limit from {soft} to {hard}", soft=soft, hard=hard)
+        return hard
+    return soft
 
 
 def tune_malloc() -> None:
@@ -91,6 +135,13 @@ class Options(usage.Options):
         ["ignore-certificate-errors", None, "Do not verify TLS certificates of outgoing requests."],
     ]
 
+    def opt_version(self) -> None:
+        """
+        Print the daemon's version and exit.
+        """
+        print("wings-twisted {}".format(__version__))
+        sys.exit(0)
+
 
 class _InsecurePolicy(BrowserLikePolicyForHTTPS):
     """
@@ -130,11 +181,27 @@ def environment_factory(driver: str, *, reactor: IReactor, config: Callable[[], 
 def ensure_directories(config: Config) -> None:
     """
     Create the daemon's state and data directories (0700, config.md §4.1).
+
+    :raises ConfigError: naming the key of a directory that cannot be made.
     """
-    system = config.system
-    for path in (system.root_directory, system.log_directory, system.data,
-                 system.backup_directory, system.archive_directory, system.tmp_directory):
-        os.makedirs(path, mode=0o700, exist_ok=True)
+    _ensure_directories(config)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    The pool's per-connection factory without "Starting factory" lines.
+    """
+
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """
+    An ``HTTPConnectionPool`` whose connections are not announced in the
+    log (one pair of lines per Panel call otherwise).
+    """
+
+    _factory = _QuietClientFactory
 
 
 def build_service(config: Config, reactor: IReactor, *, config_path: str | None = None,
@@ -151,9 +218,9 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
     ensure_directories(config)
     pool = ThreadPool(minthreads=2, maxthreads=16, name="wings-blocking")
     run_blocking = thread_pool_runner(reactor, pool)
+    policy = _InsecurePolicy() if insecure else BrowserLikePolicyForHTTPS()
     if http is None:
-        policy = _InsecurePolicy() if insecure else BrowserLikePolicyForHTTPS()
-        connections = HTTPConnectionPool(reactor, persistent=True)
+        connections = QuietConnectionPool(reactor, persistent=True)
         http = HTTPClient(Agent(reactor, contextFactory=policy, pool=connections))
     panel = PanelClient(http, reactor, remote=config.remote, token_id=config.token_id,
                         token=config.token, timeout=config.remote_query.timeout,
@@ -177,7 +244,8 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
                 cooperator=cooperator,
                 make_environment=environment_factory(config.environment.driver, reactor=reactor,
                                                      config=live_config,
-                                                     run_blocking=run_blocking))
+                                                     run_blocking=run_blocking),
+                outgoing=Outgoing(reactor, reactor.nameResolver, policy))
 
     if fatal is None:
         def fatal(message: str) -> None:
@@ -186,15 +254,20 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
             reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             reactor.stop()
 
-    service = WingsService(node, fatal=fatal)
+    sftp = SftpService(node, reactor, fatal=fatal)
+    service = WingsService(node, fatal=fatal, after_boot=[sftp.start])
     ThreadPoolService(pool).setServiceParent(service)
+    sftp.setServiceParent(service)
     if docker is not None:
         _Closing(docker.close).setServiceParent(service)
     _Closing(lambda: _stopped(cooperator)).setServiceParent(service)
     site = build_site(node, access_log=debug or config.debug, reactor=reactor)
-    listener = _Listener(strports.service(listen or listen_description(config), site,
-                                          reactor=reactor))
-    listener.setServiceParent(service)
+    description = listen or listen_description(config)
+    try:
+        inner = strports.service(description, site, reactor=reactor)
+    except ValueError as e:
+        raise ConfigError("invalid listener {!r}: {}".format(description, e)) from None
+    _Listener(inner).setServiceParent(service)
     return service
 
 
@@ -259,23 +332,74 @@ class _Closing(Service):
         return self._close()
 
 
+def load(path: str) -> Config:
+    """
+    Read, check and settle the configuration at ``path`` for a boot: the
+    boot checks, the system user, the timezone, the directories.
+
+    :raises SystemExit: one line, ``wings: <problem>``.
+    """
+    if not os.path.lexists(path):
+        raise SystemExit("wings: {}: no configuration file: run the Panel's Auto-Deploy "
+                         "command (wings configure ...) or copy the node's configuration "
+                         "there".format(path))
+    try:
+        config = load_config(path)
+        check_for_boot(config, source=path)
+        config = resolve_timezone(resolve_system_user(config))
+        _ensure_directories(config, source=path)
+    except (ConfigError, SystemUserError, TimezoneError) as e:
+        raise SystemExit("wings: {}".format(e))
+    return config
+
+
+def start_logging(config: Config, debug: bool, reactor: IReactor) -> LogFile:
+    """
+    ``wings.log`` and its rotation (``logs.start_file_logging``).
+
+    :raises SystemExit: the log file cannot be opened.
+    """
+    directory = config.system.log_directory
+    try:
+        return start_file_logging(directory, debug=debug, reactor=reactor,
+                                  rotate=config.system.enable_log_rotate)
+    except OSError as e:
+        raise SystemExit("wings: system.log_directory: cannot open {}: {}".format(
+            os.path.join(directory, "wings.log"), e.strerror or e))
+
+
+def daemon_service(options: Options, reactor: IReactor) -> tuple[IService, bool]:
+    """
+    The daemon for parsed ``options``, with its logging started; also
+    whether it logs at debug level (``--debug`` or the ``debug`` key).
+
+    :raises SystemExit: one line, for anything that stops start-up.
+    """
+    tune_malloc()
+    path = os.path.abspath(options["config"])
+    config = load(path)
+    debug = bool(options["debug"]) or config.debug
+    start_logging(config, debug, reactor)
+    raise_open_files()
+    try:
+        service = build_service(config, reactor, config_path=path, listen=options["listen"],
+                                insecure=bool(options["ignore-certificate-errors"]),
+                                debug=debug)
+    except (OSError, DockerError, ConfigError) as e:
+        raise SystemExit("wings: {}".format(e))
+    return service, debug
+
+
 def makeService(options: Options) -> IService:
     """
-    The twistd entry point.
+    The twistd entry point (``twistd -n wings``).
     """
+    parent = getattr(options, "parent", None)
+    if parent is not None and not parent.get("nodaemon"):
+        raise SystemExit("wings: runs in the foreground: use `wings` or `twistd -n wings` "
+                         "(systemd keeps it running)")
     from twisted.internet import reactor as global_reactor
 
     # The global reactor provides every interface IReactor names.
-    reactor = cast(IReactor, global_reactor)
-    tune_malloc()
-    path = os.path.abspath(options["config"])
-    try:
-        config = resolve_timezone(resolve_system_user(load_config(path)))
-    except (ConfigError, SystemUserError, TimezoneError) as e:
-        raise SystemExit("wings: {}".format(e))
-    try:
-        return build_service(config, reactor, config_path=path, listen=options["listen"],
-                             insecure=bool(options["ignore-certificate-errors"]),
-                             debug=bool(options["debug"]))
-    except (OSError, DockerError) as e:
-        raise SystemExit("wings: {}".format(e))
+    service, _ = daemon_service(options, cast(IReactor, global_reactor))
+    return service

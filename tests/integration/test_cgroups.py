@@ -62,13 +62,16 @@ class AccountingTests(SynchronousTestCase):
         A command started with ``parent_death_signal`` dies when the process
         that spawned it does.
         """
-        argv = launcher_argv(sys.executable, parent_death_signal=signal.SIGHUP) + ["sleep", "30"]
+        # The command says "ready" once it runs, i.e. after the launcher set the signal: the
+        # parent exits on that event, not after a guessed delay (slow under coverage).
+        argv = launcher_argv(sys.executable, parent_death_signal=signal.SIGHUP) + [
+            "sh", "-c", "echo ready; exec sleep 30"]
         parent = subprocess.run(
             [sys.executable, "-c",
-             "import subprocess, sys, time; "
-             "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
-             "time.sleep(0.3); print(p.pid)"] + argv,
-            stdout=subprocess.PIPE, check=True)
+             "import subprocess, sys; "
+             "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE); "
+             "p.stdout.readline(); print(p.pid)"] + argv,
+            stdout=subprocess.PIPE, check=True, timeout=60)
         child = int(parent.stdout)
         self.addCleanup(kill_quietly, child)
         for _ in range(100):

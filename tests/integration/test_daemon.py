@@ -96,6 +96,10 @@ class DaemonTestCase(TestCase):
         }
         # An existing account: the daemon would otherwise create "pterodactyl".
         config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
+        # Tests never write /etc/logrotate.d/wings.
+        config["system"]["enable_log_rotate"] = False
+        # SFTP on a free loopback port (the default 2022 would collide between tests).
+        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
         path = os.path.join(base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
@@ -186,6 +190,9 @@ class BootTests(DaemonTestCase):
         self.assertEqual([s["configuration"]["uuid"] for s in json.loads(body)], [SERVER])
         self.assertEqual(self.state.received[0].headers.get("authorization"),
                          "Bearer {}.{}".format(TOKEN_ID, TOKEN))
+        # Under twistd too, wings.log gets every line once.
+        with open(os.path.join(self.base, "log_directory", "wings.log")) as f:
+            self.assertEqual(f.read().count("ApiSite starting on"), 1)
 
     async def test_panel_refusal_is_fatal(self) -> None:
         """
@@ -410,7 +417,9 @@ class SignedUrlTests(DaemonTestCase):
         With ``api.ssl`` the same routes work over HTTPS (the copy producer
         path), including a Range request.
         """
-        cert, key = _self_signed(tempfile.mkdtemp(prefix="wings-tls-"))
+        keys = tempfile.mkdtemp(prefix="wings-tls-")
+        self.addCleanup(shutil.rmtree, keys, True)
+        cert, key = _self_signed(keys)
         await self.start(SERVER, ssl={"enabled": True, "cert": cert, "key": key})
         self.url = self.url.replace("http://", "https://")
         data = os.urandom(2_000_000)

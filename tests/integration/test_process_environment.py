@@ -689,3 +689,58 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(parse_signal("SIGTERM"), signal.SIGTERM)
         self.assertRaises(EnvironmentError, parse_signal, "SIGWHAT")
 
+
+
+class LeftoverTests(EnvTestMixin, TestCase):
+    """
+    Processes a crashed daemon left behind (issue: orphans after a daemon crash) are found and
+    stopped by the next run, never left running unseen.
+    """
+
+    async def test_orphans_stopped_at_boot(self) -> None:
+        """
+        A game that ignores SIGHUP and its ``setsid`` child, both carrying the server's marker
+        (as a previous run spawned them), are stopped by the first ``is_running()`` of a new
+        environment, which then reports the server not running; another server's processes
+        are left alone.
+        """
+        import subprocess
+        from wings_twisted.environment.leftovers import MARKER, find_marked
+        uuid = "6e1d8b5f-2222-4333-8444-a55566667777"
+        other = "6e1d8b5f-2222-4333-8444-a55566668888"
+        script = "trap '' HUP TERM; setsid sh -c 'trap \"\" HUP; sleep 300' & sleep 300"
+        spawned = []
+        for owner in (uuid, other):
+            env = dict(os.environ, **{MARKER: owner})
+            spawned.append(subprocess.Popen(["sh", "-c", script], env=env,
+                                            start_new_session=True))
+        self.addCleanup(lambda: [p.kill() for p in spawned])
+        self.addCleanup(lambda: [os.kill(pid, 9) for pid in find_marked(other)])
+        await poll(lambda: len(find_marked(uuid)) >= 3)
+        await poll(lambda: len(find_marked(other)) >= 3)
+        base = FilePath(self.mktemp())
+        volume = base.child("volume")
+        volume.makedirs()
+        config = make_config(base, environment={"driver": "process"})
+        settings = EnvironmentSettings(uuid=uuid, volume=volume.path, invocation="true")
+        environment = ProcessEnvironment(settings, reactor=real_reactor(), config=config,
+                                         run_blocking=run_inline, cgroups=None)
+        environment.signal_grace = 1.0
+        running = await environment.is_running().addTimeout(TIMEOUT, real_reactor())
+        self.assertFalse(running)
+        spawned[0].wait(TIMEOUT)
+        await poll(lambda: find_marked(uuid) == [])
+        self.assertGreaterEqual(len(find_marked(other)), 3)
+
+    async def test_started_processes_are_marked(self) -> None:
+        """
+        A server process started by this run carries the marker (so a later run finds it), and
+        is not mistaken for a leftover by this run.
+        """
+        from wings_twisted.environment.leftovers import find_marked
+        environment, _ = self.make_env("sleep 30")
+        await environment.start()
+        self.assertTrue(await environment.is_running())
+        await poll(lambda: len(find_marked(environment.settings.uuid)) >= 1)
+        self.assertTrue(await environment.is_running())
+        await environment.wait_for_stop(TIMEOUT, True)

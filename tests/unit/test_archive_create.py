@@ -223,7 +223,8 @@ class CreateArchiveTests(SynchronousTestCase):
         path, st = create_archive(self.volume, "/srv/", ["a.txt", "b.txt"], level=1, now=NOW)
         self.assertEqual(path, "srv/archive-2024-03-17T145830Z.tar.gz")
         self.assertEqual(st.st_mode & 0o7777, 0o644)
-        self.assertEqual(self.volume.quota.cached_usage(), used + st.st_size)
+        self.assertEqual(self.volume.quota.cached_usage(),
+                         used + self.volume.quota.accounting.charge_size(st.st_size))
         with open(os.path.join(self.volume.root, path), "rb") as f:
             self.assertEqual(sorted(_members(f.read())), ["a.txt", "b.txt"])
         again, _ = create_archive(self.volume, "srv", ["."], level=1, now=NOW)

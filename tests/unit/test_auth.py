@@ -17,6 +17,7 @@ import jwt
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from wings_twisted.auth.tokens import KIND_MARKERS, MAX_LIFETIME
 from wings_twisted.auth import (
     DOWNLOAD_BACKUP,
     DOWNLOAD_FILE,
@@ -27,6 +28,8 @@ from wings_twisted.auth import (
     ExpiredToken,
     InvalidToken,
     MalformedToken,
+    WrongKind,
+    check_kind,
     MissingBearer,
     ScopeMismatch,
     TokenKind,
@@ -286,11 +289,12 @@ class PanelTokenTests(SynchronousTestCase):
         claims = panel_claims(exp=NOW + 0.5, iat=NOW, nbf=NOW - 300.5)
         self.assertEqual(decode(panel_token(claims)), claims)
 
-    def test_exp_in_the_far_future(self) -> None:
+    def test_exp_up_to_a_day_ahead(self) -> None:
         """
-        A very large integer ``exp`` is just a far expiry.
+        An ``exp`` up to ``MAX_LIFETIME`` (a day) after now is accepted: the
+        Panel's 15 minutes plus any plausible clock skew.
         """
-        claims = panel_claims(exp=10 ** 30)
+        claims = panel_claims(exp=NOW + MAX_LIFETIME)
         self.assertEqual(decode(panel_token(claims)), claims)
 
     def test_leeway(self) -> None:
@@ -303,10 +307,15 @@ class PanelTokenTests(SynchronousTestCase):
 
     def test_iat_and_nbf_not_checked(self) -> None:
         """
-        ``iat`` far in the future and ``nbf`` in the future do not matter, nor
-        do their types.
+        ``iat`` and ``nbf`` in the future do not matter, nor do their types:
+        the future here is ahead of both the token's ``now`` and the real
+        clock (year 2096), so neither our check nor a library default that
+        reads the wall clock could let it through by accident.
         """
-        claims = panel_claims(iat=int(NOW) + 86400, nbf="tomorrow")
+        future = 4_000_000_000
+        claims = panel_claims(iat=future, nbf=future + 300)
+        self.assertEqual(decode(panel_token(claims)), claims)
+        claims = panel_claims(iat="tomorrow", nbf=[future])
         self.assertEqual(decode(panel_token(claims)), claims)
 
     def test_aud_iss_sub_jti_not_checked(self) -> None:
@@ -466,6 +475,18 @@ class RejectedTokenTests(SynchronousTestCase):
             payload = _json(panel_claims(exp=0)).replace(b'"exp":0', b'"exp":' + literal)
             self.assertInvalid(craft({"alg": "HS256"}, None, raw_payload=payload), ExpiredToken)
 
+    def test_exp_too_far_ahead(self) -> None:
+        """
+        An ``exp`` more than ``MAX_LIFETIME`` after now, such as ``10**30`` or
+        the JSON number ``1e400`` (infinite once parsed), is refused.
+        """
+        self.assertInvalid(panel_token(panel_claims(exp=NOW + MAX_LIFETIME + 1)), ExpiredToken)
+        self.assertInvalid(panel_token(panel_claims(exp=10 ** 30)), ExpiredToken)
+        self.assertInvalid(panel_token(panel_claims(exp=10 ** 400)), ExpiredToken)
+        payload = _json(panel_claims(exp=0)).replace(b'"exp":0', b'"exp":1e400')
+        self.assertInvalid(craft({"alg": "HS256", "typ": "JWT"}, None, raw_payload=payload),
+                           ExpiredToken)
+
     def test_exp_other_types(self) -> None:
         """
         ``exp`` as an array or an object is refused.
@@ -569,6 +590,26 @@ class RejectedTokenTests(SynchronousTestCase):
         big = panel_token(panel_claims(padding="x" * MAX_TOKEN_LENGTH))
         self.assertInvalid(big, MalformedToken)
 
+    def test_length_boundary(self) -> None:
+        """
+        A valid token of exactly ``MAX_TOKEN_LENGTH`` characters is accepted; one character
+        more is refused before its signature is looked at.
+        """
+        def token_of(length: int) -> str:
+            base = len(craft({"typ": "JWT", "alg": "HS256"}, panel_claims(padding="")))
+            guess = (length - base) * 3 // 4
+            for extra in range(4):
+                for size in range(guess - 10, guess + 10):
+                    claims = panel_claims(padding="x" * size)
+                    token = craft({"typ": "JWT", "alg": "HS256", "x": "y" * extra}, claims)
+                    if len(token) == length:
+                        return token
+            raise AssertionError("no token of length {}".format(length))
+
+        exact = token_of(MAX_TOKEN_LENGTH)
+        self.assertEqual(decode(exact)["padding"][:1], "x")
+        self.assertInvalid(token_of(MAX_TOKEN_LENGTH + 1), MalformedToken)
+
     def test_non_object_parts(self) -> None:
         """
         A header or payload that is valid JSON but not an object is refused.
@@ -657,7 +698,7 @@ class ScopeTests(SynchronousTestCase):
         self.assertRaises(ScopeMismatch, check_scope, claims, "websocket")
         self.assertIsNone(check_scope(claims, "file-upload"))
         self.assertEqual(
-            WEBSOCKET.decode(panel_token(panel_claims(permissions=[])), KEY, now=NOW,
+            WEBSOCKET.decode(panel_token(panel_claims(permissions=[], file_path=_DROP)), KEY, now=NOW,
                              with_scope=False, require_scope=True)["permissions"], [])
 
     def test_check_scope_absent(self) -> None:
@@ -673,6 +714,99 @@ class ScopeTests(SynchronousTestCase):
         """
         token = panel_token(panel_claims(exp=int(NOW) - 10, scope="file-upload"))
         self.assertRaises(ExpiredToken, decode, token)
+
+
+def real_claims(kind: str) -> dict[str, Any]:
+    """
+    The private claims each Panel ``NodeJWTService`` caller puts in its token
+    (``FileController::download``, ``DownloadLinkService``,
+    ``FileUploadController``, ``WebsocketController``): upload tokens of some
+    Panel versions carry no user claims, websocket tokens an extra
+    ``user_id``.
+    """
+    base = panel_claims(file_path=_DROP)
+    if kind == "file-download":
+        base["file_path"] = "/world/level.dat"
+    elif kind == "backup-download":
+        base["backup_uuid"] = "5e2f1b0a-9c8d-4e7f-a6b5-c4d3e2f1a0b9"
+        del base["user_uuid"], base["user_id"]
+    elif kind == "file-upload":
+        del base["user_uuid"], base["user_id"]
+    elif kind == "websocket":
+        base["permissions"] = ["control.console", "websocket.connect"]
+    return base
+
+
+class TokenKindTests(SynchronousTestCase):
+    """
+    Each signed-URL route accepts only its own kind of Panel token, told apart
+    by the kind's marker claim when no ``scope`` is sent.
+    """
+
+    kinds = {"file-download": DOWNLOAD_FILE, "backup-download": DOWNLOAD_BACKUP,
+             "file-upload": UPLOAD, "websocket": WEBSOCKET}
+
+    def test_real_tokens_accepted_on_their_route(self) -> None:
+        """
+        Every real Panel token shape decodes on its own route, with and
+        without a matching ``scope`` (Panel 1.12.3+).
+        """
+        for name, kind in self.kinds.items():
+            for extra in ({}, {"scope": name}):
+                claims = dict(real_claims(name), **extra)
+                self.assertEqual(kind.decode(panel_token(claims), KEY, now=NOW), claims)
+
+    def test_other_kinds_refused(self) -> None:
+        """
+        A token of one kind is refused on every other route (an upload
+        refuses a websocket token or a download token of the same server):
+        `WrongKind` for a marker of another kind, a missing-claim error for
+        a token lacking the route's own marker.
+        """
+        for route, kind in self.kinds.items():
+            for other in self.kinds:
+                if other == route:
+                    continue
+                token = panel_token(real_claims(other))
+                with self.assertRaises(MalformedToken, msg=(route, other)):
+                    kind.decode(token, KEY, now=NOW)
+
+    def test_upload_refuses_each_marker(self) -> None:
+        """
+        An upload token carrying ``file_path``, ``backup_uuid`` or
+        ``permissions`` is refused with `WrongKind`, whatever the marker's
+        value.
+        """
+        for marker, value in (("file_path", "/"), ("backup_uuid", ""), ("permissions", [])):
+            claims = dict(real_claims("file-upload"), **{marker: value})
+            with self.assertRaises(WrongKind, msg=marker):
+                UPLOAD.decode(panel_token(claims), KEY, now=NOW)
+
+    def test_marker_refused_despite_scope(self) -> None:
+        """
+        A ``scope`` naming the route does not excuse another kind's marker.
+        """
+        claims = dict(real_claims("websocket"), scope="file-upload websocket")
+        self.assertRaises(WrongKind, UPLOAD.decode, panel_token(claims), KEY, now=NOW)
+
+    def test_websocket_checks_kind_without_scope(self) -> None:
+        """
+        The websocket (which checks ``scope`` later) still refuses a
+        download token that also carries ``permissions``.
+        """
+        claims = dict(real_claims("websocket"), file_path="/x")
+        self.assertRaises(WrongKind, WEBSOCKET.decode, panel_token(claims), KEY, now=NOW,
+                          with_scope=False)
+
+    def test_check_kind(self) -> None:
+        """
+        ``check_kind`` passes a kind's own marker and refuses the others.
+        """
+        self.assertIsNone(check_kind({"file_path": "/a"}, "file-download"))
+        self.assertIsNone(check_kind({}, "file-upload"))
+        self.assertRaises(WrongKind, check_kind, {"permissions": []}, "file-download")
+        self.assertEqual(set(KIND_MARKERS.values()),
+                         {"file-download", "backup-download", "websocket"})
 
 
 class TokenStoreTests(SynchronousTestCase):
@@ -699,23 +833,23 @@ class TokenStoreTests(SynchronousTestCase):
         """
         The first use of an id succeeds and records it.
         """
-        self.assertFalse(self.store.seen("u1"))
-        self.assertTrue(self.consume())
-        self.assertTrue(self.store.seen("u1"))
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.consume(), True)
+        self.assertIs(self.store.seen("u1"), True)
 
     def test_first_use_with_range(self) -> None:
         """
         A first use that carries Range succeeds like any first use.
         """
-        self.assertTrue(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), True)
 
     def test_plain_reuse_refused(self) -> None:
         """
         A second request without Range is refused, from any IP.
         """
         self.consume()
-        self.assertFalse(self.consume())
-        self.assertFalse(self.consume(ip="198.51.100.1"))
+        self.assertIs(self.consume(), False)
+        self.assertIs(self.consume(ip="198.51.100.1"), False)
 
     def test_range_reuse_same_ip(self) -> None:
         """
@@ -723,17 +857,17 @@ class TokenStoreTests(SynchronousTestCase):
         as often as needed, including during the second equal to ``exp``.
         """
         self.consume()
-        self.assertTrue(self.consume(is_range=True))
-        self.assertTrue(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), True)
+        self.assertIs(self.consume(is_range=True), True)
         self.clock.advance(self.exp - self.clock.seconds() + 0.9)
-        self.assertTrue(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), True)
 
     def test_range_reuse_other_ip(self) -> None:
         """
         A Range request from another IP is refused.
         """
         self.consume()
-        self.assertFalse(self.consume(is_range=True, ip="203.0.113.8"))
+        self.assertIs(self.consume(is_range=True, ip="203.0.113.8"), False)
 
     def test_range_reuse_after_exp(self) -> None:
         """
@@ -741,14 +875,14 @@ class TokenStoreTests(SynchronousTestCase):
         """
         self.consume()
         self.clock.advance(self.exp - self.clock.seconds() + 1)
-        self.assertFalse(self.consume(is_range=True))
+        self.assertIs(self.consume(is_range=True), False)
 
     def test_resume_switched_off(self) -> None:
         """
         With ``allow_resume`` false a Range reuse is refused.
         """
         self.consume()
-        self.assertFalse(self.consume(is_range=True, allow_resume=False))
+        self.assertIs(self.consume(is_range=True, allow_resume=False), False)
 
     def test_no_grant_without_resume(self) -> None:
         """
@@ -756,29 +890,29 @@ class TokenStoreTests(SynchronousTestCase):
         leaves no grant: even a same-IP Range request later is refused.
         """
         self.consume(allow_resume=False)
-        self.assertFalse(self.consume(is_range=True, allow_resume=True))
+        self.assertIs(self.consume(is_range=True, allow_resume=True), False)
 
     def test_upload_strict(self) -> None:
         """
         Uploads (``is_range=False, allow_resume=False``) are strictly single use.
         """
-        self.assertTrue(self.consume(allow_resume=False))
-        self.assertFalse(self.consume(allow_resume=False))
+        self.assertIs(self.consume(allow_resume=False), True)
+        self.assertIs(self.consume(allow_resume=False), False)
 
     def test_ids_independent(self) -> None:
         """
         Consuming one id does not affect another.
         """
         self.consume("u1")
-        self.assertTrue(self.consume("u2"))
+        self.assertIs(self.consume("u2"), True)
 
     def test_seen_never_records(self) -> None:
         """
         ``seen`` (HEAD) does not record, however often it is asked.
         """
-        self.assertFalse(self.store.seen("u1"))
-        self.assertFalse(self.store.seen("u1"))
-        self.assertTrue(self.consume())
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.consume(), True)
         self.assertEqual(len(self.store), 1)
 
     def test_purge_after_ttl(self) -> None:
@@ -794,8 +928,8 @@ class TokenStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.purge(), 0)
         self.clock.advance(1)
         self.assertEqual(self.store.purge(), 1)
-        self.assertFalse(self.store.seen("old"))
-        self.assertTrue(self.store.seen("young"))
+        self.assertIs(self.store.seen("old"), False)
+        self.assertIs(self.store.seen("young"), True)
         self.assertEqual(len(self.store), 1)
         self.clock.advance(1800)
         self.assertEqual(self.store.purge(), 1)
@@ -807,9 +941,9 @@ class TokenStoreTests(SynchronousTestCase):
         """
         self.consume()
         self.clock.advance(3600)
-        self.assertFalse(self.store.seen("u1"))
-        self.assertTrue(self.consume())
-        self.assertFalse(self.consume())
+        self.assertIs(self.store.seen("u1"), False)
+        self.assertIs(self.consume(), True)
+        self.assertIs(self.consume(), False)
 
     def test_custom_ttl(self) -> None:
         """

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from wings_twisted.fs.quota import BYTES
 from wings_twisted.fs import (
     MAX_LINK_HOPS,
     AlreadyExists,
@@ -37,6 +38,9 @@ from wings_twisted.fs import (
     Volume,
     clean_path,
 )
+from wings_twisted.fs.copying import copy_entry
+from wings_twisted.fs.lines import BadLines, read_lines, replace_line
+from wings_twisted.fs.listing import list_directory, search, stat_entry
 
 from ..support import unix_socket_at
 
@@ -73,7 +77,7 @@ def _make_volume(test: SynchronousTestCase, **kwargs: object) -> tuple[Volume, F
     A volume in a fresh temporary directory, owned by the current user.
     """
     root = FilePath(test.mktemp())
-    volume = Volume(root.path, uid=os.getuid(), gid=os.getgid(), **kwargs)  # type: ignore[arg-type]
+    volume = Volume(root.path, uid=os.getuid(), gid=os.getgid(), **kwargs, accounting=BYTES)  # type: ignore[arg-type]
     volume.ensure_root()
     return volume, root
 
@@ -124,7 +128,7 @@ class ResolutionTests(SynchronousTestCase):
         self.outside.makedirs()
         self.outside.child("secret.txt").setContent(b"secret")
         self.root = self.outside.child("root")
-        self.volume = Volume(self.root.path, uid=os.getuid(), gid=os.getgid())
+        self.volume = Volume(self.root.path, uid=os.getuid(), gid=os.getgid(), accounting=BYTES)
         self.volume.ensure_root()
         self.root.child("d").makedirs()
         self.root.child("d").child("f.txt").setContent(b"inside")
@@ -270,7 +274,7 @@ class ResolutionTests(SynchronousTestCase):
         """
         Operations on a volume whose directory does not exist fail with L{NotFound}.
         """
-        volume = Volume(self.base.child("nope").path, uid=os.getuid(), gid=os.getgid())
+        volume = Volume(self.base.child("nope").path, uid=os.getuid(), gid=os.getgid(), accounting=BYTES)
         self.assertRaises(NotFound, volume.open_read, "x")
         self.assertRaises(NotFound, volume.listdir, "")
 
@@ -348,7 +352,7 @@ class DenylistTests(SynchronousTestCase):
         """
         Rules apply to the cleaned path; a later negation un-denies.
         """
-        volume = Volume(self.mktemp(), uid=0, gid=0, denylist=["config/", "!config/ok.yml"])
+        volume = Volume(self.mktemp(), uid=0, gid=0, denylist=["config/", "!config/ok.yml"], accounting=BYTES)
         self.assertTrue(volume.is_denied("/config/server.yml"))
         self.assertTrue(volume.is_denied("x/../config/a"))
         self.assertFalse(volume.is_denied("config/ok.yml"))
@@ -582,7 +586,7 @@ class BeginWriteTests(SynchronousTestCase):
         """
         With C{chown=False} files keep the daemon's owner.
         """
-        volume = Volume(self.root.path, uid=os.getuid() + 1, gid=os.getgid() + 1, chown=False)
+        volume = Volume(self.root.path, uid=os.getuid() + 1, gid=os.getgid() + 1, chown=False, accounting=BYTES)
         writer = volume.begin_write("sub", "f")
         writer.commit()
         self.assertEqual(os.stat(self.root.descendant(["sub", "f"]).path).st_uid, os.getuid())
@@ -712,7 +716,7 @@ class VolumeDirectoryTests(SynchronousTestCase):
         The volume and its parents are created; the volume is 0700 and chowned; repeat is fine.
         """
         base = FilePath(self.mktemp())
-        volume = Volume(base.descendant(["volumes", "uuid"]).path, uid=os.getuid(), gid=os.getgid())
+        volume = Volume(base.descendant(["volumes", "uuid"]).path, uid=os.getuid(), gid=os.getgid(), accounting=BYTES)
         volume.ensure_root()
         volume.ensure_root()
         self.assertEqual(stat.S_IMODE(os.stat(volume.root).st_mode), 0o700)
@@ -726,7 +730,7 @@ class VolumeDirectoryTests(SynchronousTestCase):
         outside = base.child("outside")
         outside.makedirs()
         outside.child("keep").setContent(b"k")
-        volume = Volume(base.child("root").path, uid=os.getuid(), gid=os.getgid())
+        volume = Volume(base.child("root").path, uid=os.getuid(), gid=os.getgid(), accounting=BYTES)
         volume.ensure_root()
         FilePath(volume.root).child("a").makedirs()
         os.symlink(outside.path, os.path.join(volume.root, "a", "abs"))
@@ -819,7 +823,7 @@ class QuotaTests(SynchronousTestCase):
         """
         volume = Volume(
             self.root.path, uid=os.getuid(), gid=os.getgid(), disk_limit_bytes=10,
-            disk_check_interval=0, clock=self.clock,
+            disk_check_interval=0, clock=self.clock, accounting=BYTES
         )
         self.root.child("big").setContent(b"x" * 1000)
         self.assertEqual(volume.usage(), 0)
@@ -878,7 +882,8 @@ _layout = st.lists(
 )
 _OPERATIONS = [
     "open_read", "write_commit", "write_abort", "write_quota", "mkdir", "remove", "rename",
-    "listdir", "stat", "lstat",
+    "listdir", "stat", "lstat", "copy", "chmod", "list_directory", "stat_entry", "search",
+    "replace_line", "read_lines", "touch",
 ]
 _SUFFIXES = ["", "x", "secret.txt", "inner.txt", "sdir/inner.txt", "..", "../..", "root/a", "l1/x"]
 
@@ -940,7 +945,7 @@ class _Sandbox:
         os.mkfifo(os.path.join(self.outside, "fifo"))
         os.symlink("secret.txt", os.path.join(self.outside, "link"))
         self.volume = Volume(
-            self.root, uid=os.getuid(), gid=os.getgid(), disk_limit_bytes=1 << 20
+            self.root, uid=os.getuid(), gid=os.getgid(), disk_limit_bytes=1 << 20, accounting=BYTES
         )
 
     def expand(self, text: str) -> str:
@@ -1074,9 +1079,27 @@ def _run(
                 leaked(st)
         elif operation == "stat":
             leaked(volume.stat(first))
+        elif operation == "copy":
+            copy_entry(volume, first, check_denylist=False)
+        elif operation == "chmod":
+            volume.setstat(first, mode=0o777)
+        elif operation == "list_directory":
+            list_directory(volume, first)
+        elif operation == "stat_entry":
+            stat_entry(volume, first)
+        elif operation == "search":
+            search(volume, first, "sec", blacklist=(), max_depth=8)
+        elif operation == "replace_line":
+            replace_line(volume, first, 1, "replaced", max_line_size=100)
+        elif operation == "read_lines":
+            read_lines(volume, first, 1, 10, max_line_size=100)
+        elif operation == "touch":
+            with volume.open_file(first, read=False, write=True, create=True,
+                                  check_denylist=False) as handle:
+                handle.utime(0, 0)
         else:
             leaked(volume.lstat(first))
-    except FsError:
+    except (FsError, BadLines):
         pass
 
 
@@ -1187,7 +1210,7 @@ class SwapRaceTests(SynchronousTestCase):
         target.child("secret").setContent(b"outside")
         secret_inode = os.stat(target.child("secret").path).st_ino
         root = base.child("outside").child("root")
-        volume = Volume(root.path, uid=os.getuid(), gid=os.getgid())
+        volume = Volume(root.path, uid=os.getuid(), gid=os.getgid(), accounting=BYTES)
         volume.ensure_root()
         real = root.child("d")
         real.makedirs()

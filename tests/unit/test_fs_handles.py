@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from wings_twisted.fs.quota import BYTES
 from wings_twisted.fs import (
     AlreadyExists,
     Denied,
@@ -72,7 +73,7 @@ def _make_volume(
     outside.child("secret.txt").setContent(b"secret")
     outside.child("sdir").child("inner.txt").setContent(b"inner")
     root = outside.child("root")
-    volume = Volume(root.path, uid=_OWNER[0], gid=_OWNER[1], **kwargs)  # type: ignore[arg-type]
+    volume = Volume(root.path, uid=_OWNER[0], gid=_OWNER[1], **kwargs, accounting=BYTES)  # type: ignore[arg-type]
     volume.ensure_root()
     return volume, root, outside
 
@@ -890,7 +891,7 @@ class HandlePropertyTests(SynchronousTestCase):
         """
         root = FilePath(self.mktemp())
         volume = Volume(
-            root.path, uid=_OWNER[0], gid=_OWNER[1], disk_limit_bytes=600, disk_check_interval=0
+            root.path, uid=_OWNER[0], gid=_OWNER[1], disk_limit_bytes=600, disk_check_interval=0, accounting=BYTES
         )
         volume.ensure_root()
         volume.mkdir("sub")

@@ -22,6 +22,7 @@ PACKAGE = os.path.join(REPO, "wings_twisted")
 #: Top-level units of ``wings_twisted``, highest layer first.  A module may
 #: import its own unit and anything in its layer or a lower one.
 LAYERS: list[set[str]] = [
+    {"cli"},
     {"tap"},
     {"service"},
     {"web", "sftp"},
@@ -31,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"servers"},
     {"environment", "eggconfig", "archive", "streams"},
     {"fs", "config", "auth", "panel", "activity", "blocking", "reactor", "sysuser", "timezone",
-     "__init__"},
+     "logs", "__init__"},
 ]
 #: Never imported by the daemon, and imports nothing of it.
 SEPARATE = {"devpanel"}

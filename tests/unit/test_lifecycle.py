@@ -542,7 +542,15 @@ class RouteTests(LifecycleCase):
 
 
 class StatesFileTests(SynchronousTestCase):
+    """
+    ``states.json``: read leniently, written completely and durably.
+    """
+
     def test_round_trip_and_garbage(self) -> None:
+        """
+        What is written is read back (mode 0644); unknown states and garbage
+        are ignored.
+        """
         path = self.mktemp()
         self.assertEqual(read_states(path), {})
         write_states(path, {"a": "running", "b": "offline"})
@@ -555,7 +563,54 @@ class StatesFileTests(SynchronousTestCase):
             f.write("[not json")
         self.assertEqual(read_states(path), {})
 
+    def test_short_writes_continued(self) -> None:
+        """
+        A ``write`` that takes a few bytes at a time still yields the whole
+        file.
+        """
+        path = self.mktemp()
+        states = {"a" * 36: "running", "b" * 36: "offline"}
+        write_states(path, states, write=lambda fd, data: os.write(fd, data[:3]))
+        self.assertEqual(read_states(path), states)
+
+    def test_stalled_write_keeps_the_old_file(self) -> None:
+        """
+        A ``write`` that makes no progress (a full disk) is an error; the old
+        file stays whole and the temporary file is removed.
+        """
+        path = self.mktemp()
+        write_states(path, {"a": "running"})
+        calls = []
+
+        def stall(fd: int, data: bytes) -> int:
+            calls.append(len(data))
+            return os.write(fd, data[:2]) if len(calls) == 1 else 0
+
+        self.assertRaises(OSError, write_states, path, {"b": "offline"}, write=stall)
+        self.assertEqual(read_states(path), {"a": "running"})
+        self.assertEqual(os.listdir(os.path.dirname(path)), [os.path.basename(path)])
+
+    def test_file_and_directory_synced_around_the_rename(self) -> None:
+        """
+        The temporary file is fsynced before the rename and the directory
+        after it.
+        """
+        path = os.path.abspath(self.mktemp())
+        synced = []
+
+        def fsync(fd: int) -> None:
+            target = os.readlink("/proc/self/fd/%d" % fd)
+            synced.append((target, os.path.exists(path)))
+
+        write_states(path, {"a": "running"}, fsync=fsync)
+        directory = os.path.dirname(path)
+        self.assertEqual(synced, [(os.path.join(directory, ".states.json.tmp"), False),
+                                  (directory, True)])
+
     def test_decisions(self) -> None:
+        """
+        The restore table of lifecycle.md §1.4.
+        """
         self.assertEqual(restore_action(False, "running"), "start")
         self.assertEqual(restore_action(False, "starting"), "start")
         self.assertEqual(restore_action(True, "offline"), "adopt")

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted import __version__
 from wings_twisted.devpanel.faults import Drop, Respond
-from wings_twisted.panel import PanelClient, PanelError
+from wings_twisted.panel import PanelClient, PanelError, _transport_detail
 
 from ..support import SERVER, TOKEN, TOKEN_ID, Harness
 
@@ -90,7 +93,23 @@ class PanelClientTests(SynchronousTestCase):
         self.assertEqual(failure.value.status, 404)
         self.assertIn("Error response from Panel: ", str(failure.value))
         self.assertIn("(HTTP/404)", str(failure.value))
+        self.assertEqual(failure.value.url,
+                         "http://panel.test/api/remote/servers/00000000-0000-4000-8000-00000000dead")
         self.assertEqual(len(self.h.state.received), 1)
+
+    def test_transport_error_is_readable(self) -> None:
+        """
+        A failed attempt is described by the reasons Twisted wraps, in one
+        line, with the URL it was for.
+        """
+        self.h.state.faults.add("GET", "/servers/" + SERVER, *[Drop()] * 100)
+        failure = self.drive(self.panel.get_server(SERVER))
+        self.assertEqual(failure.value.status, 0)
+        self.assertEqual(failure.value.url, "http://panel.test/api/remote/servers/" + SERVER)
+        self.assertNotIn("Failure", str(failure.value))
+        lost = ConnectionLost("reset")
+        error = ResponseNeverReceived([Failure(lost)])
+        self.assertEqual(_transport_detail(error), str(lost))
 
     def test_budget(self) -> None:
         """
@@ -103,6 +122,48 @@ class PanelClientTests(SynchronousTestCase):
         self.assertEqual(failure.value.status, 503)
         self.assertLessEqual(self.clock.seconds() - start, 31)
         self.assertGreaterEqual(len(self.h.state.received), 6)
+
+    def test_garbage_page_numbers_are_panel_errors(self) -> None:
+        """
+        A listing whose ``meta`` page numbers are not small non-negative
+        integers (``1e309`` parses as infinity, ``NaN``, ``1.5``, ``-1``, a
+        billion pages, ``true``, ``"x"``, a list) is retried and then fails
+        as a ``PanelError``, never an ``OverflowError`` or a flood of page
+        requests.
+        """
+        for value in (b"1e309", b"NaN", b"1.5", b"-1", b"1000000000", b"true", b'"x"', b"[2]"):
+            body = b'{"data": [], "meta": {"current_page": 1, "last_page": ' + value + b"}}"
+            self.h.state.faults.add("GET", "/servers", *[Respond(200, body)] * 100)
+            failure = self.drive(self.panel.get_servers())
+            self.assertIsInstance(failure.value, PanelError, value)
+            self.assertEqual(failure.value.code, "_InvalidResponse")
+            self.h.state.faults.clear()
+        self.assertLess(len(self.h.state.received), 8 * 30)
+
+    def test_garbage_is_retried_then_accepted(self) -> None:
+        """
+        A garbage answer (invalid JSON, no ``data`` array, a non-object
+        server document) is retried like a 5xx, so a panel that recovers
+        within the budget is used.
+        """
+        self.h.state.faults.add("GET", "/servers", Respond(200, b"{not json"),
+                                Respond(200, {"data": 5}),
+                                Respond(200, {"data": [], "meta": {"last_page": 1e308 * 10}}))
+        entries = self.drive(self.panel.get_servers(per_page=50))
+        self.assertEqual(sorted(e["uuid"] for e in entries), sorted([SERVER] + UUIDS))
+        self.h.state.faults.add("GET", "/servers/" + SERVER, Respond(200, [1, 2]))
+        answer = self.drive(self.panel.get_server(SERVER))
+        self.assertEqual(answer["settings"]["uuid"], SERVER)
+
+    def test_install_script_types(self) -> None:
+        """
+        An install script whose ``entrypoint`` or ``container_image`` is not
+        a string is a panel failure.
+        """
+        self.h.state.faults.add("GET", "/servers/{}/install".format(SERVER),
+                                *[Respond(200, {"script": "x", "entrypoint": ["bash"]})] * 100)
+        failure = self.drive(self.panel.get_install_script(SERVER))
+        self.assertIsInstance(failure.value, PanelError)
 
     def test_backoff_waits(self) -> None:
         """

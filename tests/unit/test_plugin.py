@@ -84,3 +84,50 @@ class BuildServiceTests(SynchronousTestCase):
         for name in ("root", "log", "volumes", "backups"):
             self.assertTrue(base.child(name).isdir(), name)
         self.assertTrue(os.path.exists(base.child("root").child("wings.db").path))
+
+    def test_bad_listener_is_a_config_error(self) -> None:
+        """
+        A listener description strports cannot parse is a one-line
+        ``ConfigError``, not a traceback.
+        """
+        from wings_twisted.config import ConfigError
+
+        config = make_config(FilePath(self.mktemp()))
+        with self.assertRaises(ConfigError) as caught:
+            tap.build_service(config, MemoryReactorClock(), listen="nonsense",
+                              fatal=lambda m: None)
+        self.assertEqual(str(caught.exception),
+                         "invalid listener 'nonsense': Unknown endpoint type: 'nonsense'")
+
+class OpenFilesTests(SynchronousTestCase):
+    """
+    ``raise_open_files``: the soft ``RLIMIT_NOFILE`` goes up to the hard limit at start.
+    """
+
+    def test_raised_to_hard(self) -> None:
+        """
+        A soft limit below the hard one is raised to it (before: left at 1,024).
+        """
+        import resource
+
+        from wings_twisted.tap import raise_open_files
+        calls = []
+        result = raise_open_files(lambda which: (1024, 524288),
+                                  lambda which, limits: calls.append((which, limits)))
+        self.assertEqual(result, 524288)
+        self.assertEqual(calls, [(resource.RLIMIT_NOFILE, (524288, 524288))])
+
+    def test_already_at_hard_or_refused(self) -> None:
+        """
+        Nothing is changed at the hard limit; a refused change keeps the soft limit.
+        """
+        from wings_twisted.tap import raise_open_files
+        calls = []
+        self.assertEqual(raise_open_files(lambda which: (4096, 4096),
+                                          lambda which, limits: calls.append(limits)), 4096)
+        self.assertEqual(calls, [])
+
+        def refuse(which: int, limits: tuple[int, int]) -> None:
+            raise ValueError("not allowed")
+
+        self.assertEqual(raise_open_files(lambda which: (1024, 8192), refuse), 1024)

@@ -417,9 +417,15 @@ class SelectRangeTests(SynchronousTestCase):
         """
         raw = value if isinstance(value, bytes) else value.encode("ascii")
         try:
-            select_range([raw], 100)
-        except RangeNotSatisfiable:
-            pass
+            result = select_range([raw], 100)
+        except RangeNotSatisfiable as e:
+            self.assertEqual(e.size, 100)
+            return
+        if result is not None:
+            offset, length = result
+            self.assertGreaterEqual(offset, 0)
+            self.assertGreaterEqual(length, 1)
+            self.assertLessEqual(offset + length, 100)
 
 
 class EvaluateRangeTests(SynchronousTestCase):
@@ -504,22 +510,22 @@ class IfRangeTests(SynchronousTestCase):
         """
         A weak tag never matches, even with the current opaque value.
         """
-        self.assertFalse(self.allows("W/" + ETAG))
+        self.assertIs(self.allows("W/" + ETAG), False)
 
     def test_different(self) -> None:
         """
         Another tag, a truncated tag or a differently-cased tag does not match.
         """
-        self.assertFalse(self.allows('"other"'))
-        self.assertFalse(self.allows(ETAG[:-1]))
-        self.assertFalse(self.allows(ETAG.upper()))
-        self.assertFalse(self.allows('"' + ETAG + '"'))
+        self.assertIs(self.allows('"other"'), False)
+        self.assertIs(self.allows(ETAG[:-1]), False)
+        self.assertIs(self.allows(ETAG.upper()), False)
+        self.assertIs(self.allows('"' + ETAG + '"'), False)
 
     def test_unquoted_tag(self) -> None:
         """
         The opaque value without quotes is neither a tag nor a date.
         """
-        self.assertFalse(self.allows(ETAG.strip('"')))
+        self.assertIs(self.allows(ETAG.strip('"')), False)
 
     def test_date_equal(self) -> None:
         """
@@ -538,21 +544,21 @@ class IfRangeTests(SynchronousTestCase):
         An equal date does not match while Last-Modified is within the
         current second.
         """
-        self.assertFalse(self.allows(LAST_MODIFIED_TEXT, now=LAST_MODIFIED + 0.999))
-        self.assertFalse(self.allows(LAST_MODIFIED_TEXT, now=LAST_MODIFIED))
+        self.assertIs(self.allows(LAST_MODIFIED_TEXT, now=LAST_MODIFIED + 0.999), False)
+        self.assertIs(self.allows(LAST_MODIFIED_TEXT, now=LAST_MODIFIED), False)
 
     def test_date_in_future(self) -> None:
         """
         A Last-Modified in the future never matches.
         """
-        self.assertFalse(self.allows(LAST_MODIFIED_TEXT, now=LAST_MODIFIED - 100))
+        self.assertIs(self.allows(LAST_MODIFIED_TEXT, now=LAST_MODIFIED - 100), False)
 
     def test_date_different(self) -> None:
         """
         A date one second off either way does not match.
         """
-        self.assertFalse(self.allows("Sun, 17 Mar 2024 14:58:29 GMT"))
-        self.assertFalse(self.allows("Sun, 17 Mar 2024 14:58:31 GMT"))
+        self.assertIs(self.allows("Sun, 17 Mar 2024 14:58:29 GMT"), False)
+        self.assertIs(self.allows("Sun, 17 Mar 2024 14:58:31 GMT"), False)
 
     def test_rfc850(self) -> None:
         """
@@ -586,13 +592,13 @@ class IfRangeTests(SynchronousTestCase):
                       "Sun, 17 Mar 2024 25:58:30 GMT", "Sun, 17 Mar 2024 14:58:60 GMT",
                       "Sun, 7 Mar 2024 14:58:30 GMT", "Sun Mar 17 14:58:30 24",
                       'W/"', '"', "\u0661"):
-            self.assertFalse(self.allows(value), value)
+            self.assertIs(self.allows(value), False, value)
 
     def test_garbage_bytes(self) -> None:
         """
         Non-ASCII bytes do not match and do not raise.
         """
-        self.assertFalse(self.allows(b"\xff\xfe"))
+        self.assertIs(self.allows(b"\xff\xfe"), False)
 
 
 class ValidatorTests(SynchronousTestCase):

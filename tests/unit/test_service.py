@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from wings_twisted.activity import rfc3339
-from wings_twisted.devpanel.faults import Respond
+from wings_twisted.devpanel.faults import Drop, Respond
 from wings_twisted.service import WingsService
 
-from ..support import SERVER, USER, Harness
+from wings_twisted.servers.store import read_states, write_states
+
+from ..support import SERVER, USER, FakeEnvironment, Harness
 
 OTHER = "0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7"
 
@@ -48,6 +52,53 @@ class BootTests(SynchronousTestCase):
         self.assertEqual(self.h.state.reset_count, 1)
         self.assertEqual(self.fatal, [])
 
+    def test_garbage_listing_is_a_panel_failure(self) -> None:
+        """
+        ``meta.last_page: 1e309`` is retried as a panel error and, when the
+        panel recovers, boot completes; no unhandled exception is logged.
+        """
+        garbage = b'{"data": [], "meta": {"current_page": 1, "last_page": 1e309}}'
+        self.h.state.faults.add("GET", "/servers", Respond(200, garbage), Respond(200, garbage))
+        self.start()
+        self.assertEqual(self.fatal, [])
+        self.assertEqual(sorted(s.uuid for s in self.h.node.registry), sorted([SERVER, OTHER]))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_garbage_numbers_skip_the_server(self) -> None:
+        """
+        A server whose document carries a number that is not finite or out of
+        range (``memory_limit: 1e309``, a port of 10**30) is skipped like any
+        unusable entry; the others boot.
+        """
+        settings = dict(self.h.state.servers[SERVER].settings)
+        settings["build"] = dict(settings.get("build") or {}, memory_limit=float("inf"))
+        other = dict(self.h.state.servers[OTHER].settings)
+        other["allocations"] = {"default": {"ip": "0.0.0.0", "port": 10 ** 30}}
+        self.h.state.faults.add("GET", "/servers", Respond(200, {
+            "data": [{"uuid": SERVER, "settings": settings, "process_configuration": {}},
+                     {"uuid": OTHER, "settings": other, "process_configuration": {}}],
+            "meta": {"current_page": 1, "last_page": 1}}))
+        self.start()
+        self.assertEqual(self.fatal, [])
+        self.assertEqual(list(self.h.node.registry), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_crash_leftovers_removed(self) -> None:
+        """
+        Temporary upload files a crashed daemon left (at any depth) and half-removed trees are
+        gone after boot, and not counted; other files stay (before: they stayed forever).
+        """
+        volume = os.path.join(self.h.config.system.data, SERVER)
+        os.makedirs(os.path.join(volume, "a", ".wings-rm-0011223344556677", "deep"))
+        for path in (".upload-0123456789abcdef.part", "a/.upload-fedcba9876543210.part",
+                     "a/.wings-rm-0011223344556677/deep/x", "keep.txt", "a/.upload-notes.txt"):
+            with open(os.path.join(volume, path), "wb") as f:
+                f.write(b"x" * 10)
+        self.start()
+        found = sorted(os.path.relpath(os.path.join(d, n), volume)
+                       for d, dirs, files in os.walk(volume) for n in dirs + files)
+        self.assertEqual(found, ["a", "a/.upload-notes.txt", "keep.txt"])
+
     def test_bad_entry_skipped(self) -> None:
         """
         A malformed entry skips only that server.
@@ -64,13 +115,37 @@ class BootTests(SynchronousTestCase):
 
     def test_listing_failure_is_fatal(self) -> None:
         """
-        A refused listing ends the daemon through ``fatal``.
+        A refused listing ends the daemon through ``fatal`` with one
+        critical line naming the URL and the Panel's answer, and no
+        traceback.
         """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.h.state.faults.add("GET", "/servers", Respond(403))
         self.start()
+        line = ("failed to load server configurations from http://panel.test/api/remote/servers: "
+                "Error response from Panel: AccessDeniedHttpException: Injected fault (403). "
+                "(HTTP/403)")
+        self.assertEqual(self.fatal, [line])
+        critical = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual([formatEvent(e) for e in critical], [line])
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+
+    def test_unreachable_panel_is_one_line(self) -> None:
+        """
+        A Panel that cannot be reached is retried for the 30 s budget, then
+        ends the daemon with one critical line naming the URL and the reason.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.h.state.faults.add("GET", "/servers", *[Drop()] * 100)
+        self.start()
         self.assertEqual(len(self.fatal), 1)
-        self.assertIn("failed to load server configurations", self.fatal[0])
-        self.flushLoggedErrors()
+        self.assertTrue(self.fatal[0].startswith(
+            "failed to load server configurations from http://panel.test/api/remote/servers: "
+            "Panel unreachable: "), self.fatal[0])
+        self.assertNotIn("\n", self.fatal[0])
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.critical],
+                         self.fatal)
+        self.assertEqual([e for e in events if "log_failure" in e], [])
 
     def test_token_purge_job(self) -> None:
         """
@@ -84,6 +159,75 @@ class BootTests(SynchronousTestCase):
         self.h.clock.advance(3601)
         self.h.clock.advance(300)
         self.assertEqual(len(tokens), 0)
+
+
+class RestoreTests(SynchronousTestCase):
+    """
+    ``states.json`` at boot (lifecycle.md §1.4) and at shutdown.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(FilePath(self.mktemp()), SERVER, OTHER)
+        self.envs: dict[str, FakeEnvironment] = {}
+
+        def make(settings: object) -> FakeEnvironment:
+            env = FakeEnvironment()
+            self.envs[getattr(settings, "uuid")] = env
+            return env
+
+        self.h.node.make_environment = make  # type: ignore[method-assign,assignment]
+        self.fatal: list[str] = []
+        self.service = WingsService(self.h.node, fatal=self.fatal.append)
+        self.path = os.path.join(self.h.config.system.root_directory, "states.json")
+
+    def boot(self) -> None:
+        self.service.startService()
+        for _ in range(50):
+            self.h.panel_http.flush()
+            self.h.clock.advance(1)
+
+    def test_recorded_running_is_started(self) -> None:
+        """
+        A server recorded ``running`` is started again; one recorded ``offline`` is not.
+        """
+        write_states(self.path, {SERVER: "running", OTHER: "offline"})
+        self.boot()
+        self.addCleanup(self.service.stopService)
+        self.assertIn(("start",), self.envs[SERVER].calls)
+        self.assertNotIn(("start",), self.envs[OTHER].calls)
+
+    def test_running_process_is_adopted(self) -> None:
+        """
+        A process still running is adopted (``running``, synced), not started twice.
+        """
+        write_states(self.path, {SERVER: "offline"})
+        self.h.node.make_environment = lambda settings: self.envs.setdefault(  # type: ignore
+            getattr(settings, "uuid"), _alive())
+        self.boot()
+        self.addCleanup(self.service.stopService)
+        env = self.envs[SERVER]
+        self.assertEqual(env.state, "running")
+        self.assertNotIn(("start",), env.calls)
+
+    def test_shutdown_records_then_stops(self) -> None:
+        """
+        At shutdown the states are written first (a running server recorded ``running``), then
+        every running server is stopped with the 10 s budget, killed if needed.
+        """
+        write_states(self.path, {SERVER: "running"})
+        self.boot()
+        self.envs[SERVER].set_state("running")
+        self.service.stopService()
+        self.assertEqual(read_states(self.path)[SERVER], "running")
+        self.assertIn(("wait_for_stop", 10.0, True), self.envs[SERVER].calls)
+        self.assertNotIn(("wait_for_stop", 10.0, True), self.envs[OTHER].calls)
+        self.assertEqual(self.envs[SERVER].state, "offline")
+
+
+def _alive() -> FakeEnvironment:
+    env = FakeEnvironment()
+    env.alive = True
+    return env
 
 
 class ActivityTests(SynchronousTestCase):

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from wings_twisted.fs.quota import BYTES
 from wings_twisted.fs import QuotaExceeded, Volume
 from wings_twisted.streams.spool import Spool
 
@@ -118,7 +119,8 @@ class _Base(SynchronousTestCase):
         root = FilePath(self.mktemp())
         root.makedirs()
         self.volume = Volume(root.path, uid=os.getuid(), gid=os.getgid(), chown=False,
-                             disk_check_interval=0)
+                             disk_check_interval=0, accounting=BYTES
+        )
         self.log: list[Any] = []
 
     def opener(self, name: str, **kwargs: Any) -> Callable[[], _Sink]:

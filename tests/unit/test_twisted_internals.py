@@ -9,6 +9,9 @@ Pins the Twisted behaviour this project relies on beyond the public API.
   producer's ``resumeProducing`` once its buffer is empty.
 * ``requestReceived`` only calls ``tell``/``seek`` on ``request.content``
   when form parsing is off, so a body sink needs nothing else.
+* ``HTTPConnectionPool`` builds each connection's factory from its
+  ``_factory`` class attribute, which ``tap.QuietConnectionPool`` replaces
+  with a subclass that is not ``noisy`` (no "Starting factory" lines).
 
 If a Twisted upgrade breaks one of these, these tests fail first.
 """
@@ -242,3 +245,27 @@ class ReadSizeTests(SynchronousTestCase):
         connection.bufferSize = STREAM_READ_SIZE
         connection.doRead()
         self.assertGreater(Recorder.sizes[0], 2 ** 16)
+
+
+class QuietPoolTests(SynchronousTestCase):
+    """
+    ``tap.QuietConnectionPool``.
+    """
+
+    def test_connections_are_not_announced(self) -> None:
+        """
+        The pool's ``_factory`` is what it connects with, and ours is quiet.
+        """
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+
+        from wings_twisted.tap import QuietConnectionPool
+
+        self.assertIs(HTTPConnectionPool._factory, _HTTP11ClientFactory)
+        reactor = MemoryReactor()
+        pool = QuietConnectionPool(reactor)
+        pool.getConnection(("key",), TCP4ClientEndpoint(reactor, "127.0.0.1", 80))
+        factory = reactor.tcpClients[0][2]
+        factory = getattr(factory, "_wrappedFactory", factory)
+        self.assertIsInstance(factory, _HTTP11ClientFactory)
+        self.assertFalse(factory.noisy)

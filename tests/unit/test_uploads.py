@@ -176,6 +176,20 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(response.status, 400)
         self.assertEqual(self.tree(), ["new", "new/dir", "new/dir/first.txt"])
 
+    def test_file_count_capped(self) -> None:
+        """
+        More file parts than ``api.upload_max_files`` in one request: 400,
+        the parts before the cap stay, none after it is written.
+        """
+        h = Harness(FilePath(self.mktemp()), SERVER, api={"upload_max_files": 2})
+        h.add_server(SERVER)
+        payload = body(*[part("files", "f%d.txt" % i, b"x") for i in range(5)])
+        response = h.request(raw_upload(mint(h.clock, server_uuid=SERVER), payload))
+        self.assertEqual(response.status, 400)
+        self.assertIn("at most 2", response.json()["error"])
+        root = h.node.registry.get(SERVER).volume.root
+        self.assertEqual(sorted(os.listdir(root)), ["f0.txt", "f1.txt"])
+
     def test_failed_part_removes_created_directories(self) -> None:
         """
         A failing single-file upload into new directories leaves the volume
@@ -280,6 +294,20 @@ class UploadTests(SynchronousTestCase):
         self.assertEqual(self.h.request(raw_upload(token, payload)).status, 404)
         other = mint(self.h.clock, server_uuid="0c5b4ae6-5a43-4b77-8f0d-6f3e1cd5d0a7")
         self.assertEqual(self.h.request(raw_upload(other, payload)).status, 404)
+
+    def test_other_token_kinds_refused(self) -> None:
+        """
+        A websocket token or a download token of the same server (a subuser
+        who may only open the console, or read one file) is 403 on the upload
+        route and writes nothing, even without a ``scope`` claim.
+        """
+        payload = body(part("files", "evil.txt", b"x"))
+        for claims in ({"permissions": ["control.console"]}, {"file_path": "/one.txt"},
+                       {"backup_uuid": "5e2f1b0a-9c8d-4e7f-a6b5-c4d3e2f1a0b9"}):
+            response = self.h.request(raw_upload(self.token(**claims), payload))
+            self.assertEqual((response.status, response.json()["error"]),
+                             (403, "The provided token is invalid or has expired."), claims)
+        self.assertEqual(self.tree(), [])
 
     def test_upload_id_cannot_be_resumed_by_a_download(self) -> None:
         """

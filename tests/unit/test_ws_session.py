@@ -18,7 +18,7 @@ from wings_twisted.auth.denials import Denials
 from wings_twisted.config import Config, config_from_dict
 from wings_twisted.devpanel.tokens import TokenUser, mint_websocket
 from wings_twisted.environment import NotAttached
-from wings_twisted.servers.events import EventBus
+from wings_twisted.servers.events import Batch, EventBus
 from wings_twisted.servers.occupancy import Occupancy
 from wings_twisted.servers.power import LOCK_BUSY_TEXT, PowerError, PowerLocked
 from wings_twisted.websocket.limits import parse_message
@@ -47,6 +47,7 @@ class FakeServer:
         self.occupancy = Occupancy()
         self.events = EventBus()
         self.sockets: set[Any] = set()
+        self.ended_file_sessions: list[tuple[str, str | None]] = []
         self.power_calls: list[tuple[str, Deferred[None]]] = []
         self.commands: list[str] = []
         self.command_result: Any = None
@@ -92,6 +93,9 @@ class FakeServer:
             if user_uuid is None or socket.user_uuid == user_uuid:
                 socket.close_socket(code, reason)
 
+    def end_file_sessions(self, reason: str, user_uuid: str | None = None) -> None:
+        self.ended_file_sessions.append((reason, user_uuid))
+
 
 class FakeChannel:
     """
@@ -101,12 +105,18 @@ class FakeChannel:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
+        self.batches = 0
         self.closes: list[tuple[int, str]] = []
         self.dropped = False
 
     def send(self, frame: bytes) -> None:
         self.raw.append(frame)
         self.frames.append(json.loads(frame))
+
+    def send_batch(self, batch: Batch) -> None:
+        self.batches += 1
+        for event in batch.events:
+            self.send(event.frame)
 
     def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
@@ -877,3 +887,127 @@ class CloseTests(SessionCase):
         self.assertTrue(self.channel.dropped)
         self.assertEqual(self.server.sockets, set())
         self.assertEqual(len(self.server.events), 0)
+
+
+class BatchTests(SessionCase):
+    """
+    Console lines reach a session once per reactor turn (``events.Batch``),
+    with the same filters, token check and order as single events.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server.events = EventBus(lambda flush: self.clock.callLater(0, flush))
+        self.session = self.open_session(self.channel)
+
+    def test_one_write_per_turn_in_order(self) -> None:
+        """
+        The lines of one turn go out together, after what was published
+        before them and before what comes after.
+        """
+        self.auth()
+        self.take()
+        bus = self.server.events
+        for n in range(5):
+            bus.publish("console output", "line {}".format(n))
+        self.assertEqual(self.take(), [])
+        self.clock.advance(0)
+        self.assertEqual(self.channel.batches, 1)
+        self.assertEqual([a[0] for _, a in self.take()], ["line {}".format(n) for n in range(5)])
+        bus.publish("console output", "before")
+        bus.publish("status", "stopping")
+        self.assertEqual(self.take(), [("console output", ["before"]), ("status", ["stopping"])])
+        self.clock.advance(0)
+        self.assertEqual(self.take(), [])
+
+    def test_filters_and_token(self) -> None:
+        """
+        ``install output`` in a batch still needs its permission; an expired
+        token turns a whole batch into one ``jwt error``.
+        """
+        self.auth(["*"], lifetime=60)
+        self.take()
+        bus = self.server.events
+        bus.publish("install output", "secret step")
+        bus.publish("console output", "public")
+        self.clock.advance(0)
+        self.assertEqual(self.take(), [("console output", ["public"])])
+        self.clock.advance(61)
+        self.clock.advance(2)  # past the collapse window of the ticker's own jwt error
+        self.take()
+        for n in range(3):
+            bus.publish("console output", str(n))
+        self.clock.advance(0)
+        self.assertEqual([e for e, _ in self.take()], ["jwt error"])
+
+    def test_paused_session_queues_lines(self) -> None:
+        """
+        While the transport is paused the batch's lines wait in the outbox
+        (newest kept) and go out on resume.
+        """
+        self.auth()
+        self.take()
+        self.session.pause()
+        self.server.events.publish("console output", "a")
+        self.server.events.publish("console output", "b")
+        self.clock.advance(0)
+        self.assertEqual(self.take(), [])
+        self.session.resume()
+        self.assertEqual(self.take(), [("console output", ["a"]), ("console output", ["b"])])
+        self.assertEqual(self.channel.batches, 0)
+
+
+class BusBatchTests(SynchronousTestCase):
+    """
+    ``EventBus`` with a scheduler: plain subscribers get every event at once,
+    batch subscribers the lines of a turn together.
+    """
+
+    def test_plain_and_batched(self) -> None:
+        """
+        One flush is scheduled per turn; a non-batched event flushes first;
+        ``close`` drops what is pending.
+        """
+        clock = Clock()
+        bus = EventBus(lambda flush: clock.callLater(0, flush))
+        plain: list[str] = []
+        batches: list[list[str]] = []
+        singles: list[str] = []
+        bus.subscribe(lambda e: plain.append(e.arg or ""))
+        bus.subscribe(lambda e: singles.append(e.name),
+                      batch=lambda b: batches.append([e.arg or "" for e in b.events]))
+        bus.publish("console output", "1")
+        bus.publish("install output", "2")
+        self.assertEqual((plain, batches), (["1", "2"], []))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual(batches, [["1", "2"]])
+        bus.publish("console output", "3")
+        bus.publish("deleted", "null")
+        self.assertEqual((batches[-1], singles), (["3"], ["deleted"]))
+        bus.publish("console output", "4")
+        bus.close()
+        clock.advance(0)
+        self.assertEqual(len(batches), 2)
+
+    def test_wire_joined_once(self) -> None:
+        """
+        ``Batch.wire`` encodes the frames once for every caller.
+        """
+        clock = Clock()
+        bus = EventBus(lambda flush: clock.callLater(0, flush))
+        seen: list[Batch] = []
+        bus.subscribe(lambda e: None, batch=seen.append)
+        bus.publish("console output", "a")
+        bus.publish("console output", "b")
+        clock.advance(0)
+        calls: list[bytes] = []
+
+        def encode(payload: bytes) -> bytes:
+            calls.append(payload)
+            return b"<" + payload + b">"
+
+        wire = seen[0].wire(encode)
+        self.assertIs(seen[0].wire(encode), wire)
+        self.assertEqual(len(calls), 2)
+        self.assertTrue(wire.startswith(b'<{"event":"console output","args":["a"]}>'))

@@ -360,16 +360,17 @@ class OpenFile:
 
 def check_fits(volume: Volume, sizes: Iterable[int]) -> None:
     """
-    The quota pre-walk of ``api.md`` §5.9 step 3: fits(running total of the declared sizes) for
-    every entry; skipped on an unlimited volume.
+    The quota pre-walk of ``api.md`` §5.9 step 3: fits(running total of what the declared sizes
+    will cost, ``quota.accounting``) for every entry; skipped on an unlimited volume.
 
     :raises QuotaExceeded: at the first entry that does not fit.
     """
     if volume.quota.limit == 0:
         return
+    cost = volume.quota.accounting.charge_size
     total = 0
     for size in sizes:
-        total += max(size, 0)
+        total += cost(max(size, 0))
         if not volume.fits(total):
             raise QuotaExceeded("")
 

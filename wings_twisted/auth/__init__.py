@@ -9,11 +9,11 @@ from .bearer import BearerError, MissingBearer, WrongBearer, check_bearer
 from .store import TokenStore
 from .tokens import (DOWNLOAD_BACKUP, DOWNLOAD_FILE, MAX_TOKEN_LENGTH, TRANSFER, UPLOAD,
                      WEBSOCKET, ExpiredToken, InvalidToken, MalformedToken, ScopeMismatch,
-                     TokenKind, check_scope, decode_token)
+                     TokenKind, WrongKind, check_kind, check_scope, decode_token)
 
 __all__ = [
     "BearerError", "MissingBearer", "WrongBearer", "check_bearer", "TokenStore",
     "DOWNLOAD_BACKUP", "DOWNLOAD_FILE", "MAX_TOKEN_LENGTH", "TRANSFER", "UPLOAD", "WEBSOCKET",
     "ExpiredToken", "InvalidToken", "MalformedToken", "ScopeMismatch", "TokenKind",
-    "check_scope", "decode_token",
+    "check_scope", "decode_token", "WrongKind", "check_kind",
 ]

@@ -43,6 +43,24 @@ websocket.md §4.3, §14):
   string; ``server_uuid`` and ``unique_id`` must moreover be non-empty (an
   empty ``unique_id`` would act as one id shared by every such token).  The
   array claim ``permissions``, when required, must hold only strings.
+* Token kinds are told apart by their claims even when the Panel sends no
+  ``scope`` (Panel 1.11 never does).  What the Panel's ``NodeJWTService``
+  callers put in each token: a file download carries ``file_path``, a backup
+  download ``backup_uuid``, a websocket token ``permissions``, an upload none
+  of the three (``server_uuid`` only), a transfer token ``sub`` and no
+  ``server_uuid``.  So ``file_path``, ``backup_uuid`` and ``permissions`` are
+  *kind markers*: each kind requires its own marker (if it has one) and
+  refuses a token carrying any other kind's marker (``WrongKind``, a
+  ``MalformedToken``).  An upload therefore refuses a websocket or download
+  token of the same server, which a subuser who may only open the console or
+  read one file could otherwise replay as a write permit.  Every real Panel
+  token shape (1.11 and 1.12, with or without ``user_uuid``/``user_id``/
+  ``scope``) still passes on its own route.
+* ``exp`` is bounded: a token claiming to be valid for more than
+  ``MAX_LIFETIME`` seconds after ``now`` (the Panel mints 10 to 15 minutes)
+  is refused, so a forged-by-key-leak or mis-minted token with ``exp: 1e400``
+  cannot be a permanent credential.  ``nbf`` and ``iat`` stay unchecked
+  (api.md §2.6 rule 3: the Panel's clock may run ahead).
 """
 
 from __future__ import annotations
@@ -59,9 +77,13 @@ __all__ = [
     "MalformedToken",
     "ExpiredToken",
     "ScopeMismatch",
+    "WrongKind",
     "MAX_TOKEN_LENGTH",
+    "MAX_LIFETIME",
+    "KIND_MARKERS",
     "decode_token",
     "check_scope",
+    "check_kind",
     "TokenKind",
     "DOWNLOAD_FILE",
     "DOWNLOAD_BACKUP",
@@ -97,6 +119,13 @@ class ExpiredToken(InvalidToken):
     """
 
 
+class WrongKind(MalformedToken):
+    """
+    The token carries a claim that marks another kind of token (a websocket
+    or download token presented for an upload, for example).
+    """
+
+
 class ScopeMismatch(InvalidToken):
     """
     The ``scope`` claim does not name the endpoint, or is required and absent
@@ -108,6 +137,17 @@ class ScopeMismatch(InvalidToken):
 #: even with a 4096-byte ``file_path``; the cap bounds the work an
 #: unauthenticated client can cause before the signature is checked.
 MAX_TOKEN_LENGTH = 65536
+
+#: Longest validity a token may claim, in seconds after ``now``.  The Panel
+#: mints 10 (websocket) to 15 minutes; a day leaves room for any clock skew.
+MAX_LIFETIME = 86400
+
+#: The claim that marks each kind of Panel token (module docstring).
+KIND_MARKERS: Mapping[str, str] = MappingProxyType({
+    "file_path": "file-download",
+    "backup_uuid": "backup-download",
+    "permissions": "websocket",
+})
 
 #: Claims that must be non-empty strings whenever a route requires them.
 _NON_EMPTY = frozenset({"server_uuid", "unique_id"})
@@ -200,6 +240,20 @@ def _check_exp(claims: Mapping[str, Any], now: float, leeway: int) -> None:
         raise ExpiredToken("exp claim is not a number")
     if math.floor(now) > exp + leeway:
         raise ExpiredToken("token has expired")
+    if exp > now + MAX_LIFETIME:
+        raise ExpiredToken("exp claim lies too far in the future")
+
+
+def check_kind(claims: Mapping[str, Any], scope: str) -> None:
+    """
+    Refuse a token that carries another kind's marker claim (module docstring).
+
+    :param scope: the endpoint's scope name (``TokenKind.scope``).
+    :raises WrongKind: a marker of another kind is present.
+    """
+    for marker, kind in KIND_MARKERS.items():
+        if kind != scope and marker in claims:
+            raise WrongKind("claim " + marker + " marks a " + kind + " token")
 
 
 def _check_claims(claims: Mapping[str, Any],
@@ -286,6 +340,12 @@ class TokenKind:
     scope: str
     required: Mapping[str, type | tuple[type, ...]] = field(hash=False)
 
+    def check_kind(self, claims: Mapping[str, Any]) -> None:
+        """
+        Refuse claims that mark another kind of token (`check_kind`).
+        """
+        check_kind(claims, self.scope)
+
     def decode(self, token: str | bytes, key: str, *, now: float,
                require_scope: bool = False, leeway: int = 0,
                with_scope: bool = True) -> dict[str, Any]:
@@ -293,9 +353,11 @@ class TokenKind:
         ``decode_token`` with this kind's claims and, unless ``with_scope`` is
         false (the websocket checks scope later, websocket.md §4.3), its scope.
         """
-        return decode_token(token, key, now=now, required=self.required,
-                            scope=self.scope if with_scope else None,
-                            require_scope=require_scope, leeway=leeway)
+        claims = decode_token(token, key, now=now, required=self.required,
+                              scope=self.scope if with_scope else None,
+                              require_scope=require_scope, leeway=leeway)
+        check_kind(claims, self.scope)
+        return claims
 
 
 def _kind(scope: str, **required: type | tuple[type, ...]) -> TokenKind:

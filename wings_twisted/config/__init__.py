@@ -7,12 +7,14 @@ The daemon configuration: ``config.yml`` turned into frozen dataclasses.
   validation and the secrets;
 * :mod:`.update`: ``POST /api/update``, values the daemon resolved itself,
   and writing the file back;
+* :mod:`.checks`: what a daemon about to boot checks beyond loading
+  (:func:`check_for_boot`) and the directories it creates;
 * :mod:`.errors`: :class:`ConfigError` and :class:`UpdateError`;
 * :mod:`.fields`: the field marks the schema declares and the others read.
 
 Code outside the package imports from here.  The package does no I/O except
-in :func:`load_config`, :func:`write_config` and the ``file://`` expansion of
-secrets, and imports nothing from Twisted.
+in :func:`load_config`, :func:`write_config`, :mod:`.checks` and the
+``file://`` expansion of secrets, and imports nothing from Twisted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .docker import (
     OverheadConfig,
     RegistryConfig,
 )
+from .checks import DIRECTORY_KEYS, check_for_boot, ensure_directories
 from .errors import ConfigError, UpdateError
 from .load import DEFAULT_CONFIG_PATH, config_from_dict, load_config
 from .schema import (
@@ -69,6 +72,7 @@ __all__ = [
     "ConfigError",
     "CrashDetectionConfig",
     "DEFAULT_CONFIG_PATH",
+    "DIRECTORY_KEYS",
     "DockerConfig",
     "DockerNetworkConfig",
     "DownloadsConfig",
@@ -97,8 +101,10 @@ __all__ = [
     "UserConfig",
     "WebsocketConfig",
     "apply_panel_update",
+    "check_for_boot",
     "config_from_dict",
     "dump_config",
+    "ensure_directories",
     "load_config",
     "replace_values",
     "write_config",

@@ -6,7 +6,8 @@ A field's ``metadata`` may hold:
 
 * ``key``: its spelling in the file when that is not the attribute name
   (``Search``, ``IPv6``), and ``aliases``: other spellings also read;
-* ``port`` (0-65535) and ``path`` (not empty, made absolute on loading):
+* ``port`` (0-65535), ``path`` (not empty, made absolute on loading) and
+  ``networks`` (each item a ``networks.parse_allowed_network`` entry):
   checks applied when the value is read;
 * ``panel_ignored``: a Panel update never changes it (``allowed_mounts``);
 * ``internal``: not a key of the file (``Config.raw``, the token sources).

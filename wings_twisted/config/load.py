@@ -70,6 +70,7 @@ import yaml
 
 from .errors import ConfigError, _describe
 from .fields import _field_keys, _hints, _schema_fields
+from .networks import parse_allowed_network
 from .schema import Config, SystemConfig
 
 DEFAULT_CONFIG_PATH = "/etc/pterodactyl/config.yml"
@@ -260,6 +261,12 @@ def _check_field(f: dataclasses.Field[Any], value: Any, path: str) -> None:
         raise ConfigError(f"must be between 0 and 65535, got {value}", key=path)
     if f.metadata.get("path") and not value:
         raise ConfigError("must not be empty", key=path)
+    if f.metadata.get("networks"):
+        for index, entry in enumerate(value):
+            try:
+                parse_allowed_network(entry)
+            except ValueError as e:
+                raise ConfigError(str(e), key=f"{path}[{index}]") from None
 
 
 # --------------------------------------------------------------------------

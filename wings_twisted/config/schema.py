@@ -2,9 +2,9 @@
 The configuration's schema: one frozen dataclass per section of
 ``config.yml`` and :class:`Config` for the whole file.
 
-The file format is the Pterodactyl Wings one (``spec/config.md``): every key
-Wings reads, with the same meaning and default, plus the fork keys (§9, §10)
-and this project's keys (§11).  The ``docker`` section lives in
+The file format is the Pterodactyl Wings one (``docs/spec/config.md``):
+every key Wings reads, with the same meaning and default, plus the fork keys
+(§9, §10) and this project's keys (§11).  The ``docker`` section lives in
 :mod:`.docker`.  Attribute names are the YAML keys; the few keys that are not
 snake_case in the file have snake_case attributes:
 
@@ -57,10 +57,14 @@ class DownloadsConfig:
 @dataclass(frozen=True)
 class RemoteDownloadConfig:
     """
-    ``api.remote_download`` [pelican].
+    ``api.remote_download``: ``max_redirects`` [pelican] is accepted and
+    unused (this daemon follows no redirect, api.md §6.2); ``allowed_networks``
+    [project] lists the networks remote pulls may reach although the SSRF guard
+    refuses them (``networks``), none by default.
     """
 
     max_redirects: int = 10
+    allowed_networks: tuple[str, ...] = field(default=(), metadata={"networks": True})
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,16 @@ class ApiConfig:
     disable_remote_download: bool = False
     #: MiB, per uploaded file.
     upload_limit: int = 100
+    #: [project] file parts accepted in one POST /upload/file (the Panel sends one per request)
+    upload_max_files: int = 1000
+    #: [project] seconds for a request's line and headers to arrive (0 = no limit)
+    header_timeout: int = 30
+    #: [project] seconds without a byte while a request body is expected (0 = no limit)
+    idle_timeout: int = 120
+    #: [project] seconds a kept-alive connection may wait for its next request (0 = no limit)
+    keepalive_timeout: int = 60
+    #: [project] connections per client IP that have not authenticated (0 = no cap)
+    max_unauthenticated_per_ip: int = 4096
     trusted_proxies: tuple[str, ...] = ()
     downloads: DownloadsConfig = _sub(DownloadsConfig)
     remote_download: RemoteDownloadConfig = _sub(RemoteDownloadConfig)
@@ -252,7 +266,10 @@ class ProcessEnvironmentConfig:
     use_pty: bool = True
     shell: str = "/bin/bash"
     memory_watchdog: bool = True
+    #: also permits the ``unshare`` helper, which is not a boundary
     allow_unsandboxed_install: bool = False
+    #: network of the install jail: auto | slirp4netns | none | host
+    install_network: Literal["auto", "slirp4netns", "none", "host"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@ The development Panel's twisted.web resource tree (panel.md §9.1, §9.3).
 
 Layout::
 
-    /api/remote/...   RemoteApiResource: the Panel's remote API
-    /s3/...           S3Resource: the S3 double (panel.md §9.6)
-    anything else     404 in the Panel's error JSON
+    /api/remote/...                              RemoteApiResource: the Panel's remote API
+    /api/application/nodes/{id}/configuration    ApplicationApiResource (``application.py``)
+    /s3/...                                      S3Resource: the S3 double (panel.md §9.6)
+    anything else                                404 in the Panel's error JSON
 
 Each ``/api/remote`` request is handled in this order: recorded in
 ``state.received``; matched against ``ROUTES`` (Laravel matches routes before
@@ -32,6 +33,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from . import handlers
+from .application import configuration_reply, node_configuration
 from .faults import describe
 from .handlers import Call, Handler
 from .replies import Reply, error_reply, not_found
@@ -183,6 +185,51 @@ class RemoteApiResource(Resource):
         return NOT_DONE_YET
 
 
+class ApplicationApiResource(Resource):
+    """
+    Below ``/api/application``: the node configuration ``wings configure``
+    fetches, recorded and open to scripted faults like the remote API.
+    """
+
+    isLeaf = True
+    TEMPLATE = "/api/application/nodes/{id}/configuration"
+
+    def __init__(self, state: DevPanelState, reactor: IReactorTime) -> None:
+        super().__init__()
+        self._state = state
+        self._reactor = reactor
+
+    def render(self, request: Request) -> int:
+        """
+        Answer ``GET nodes/{id}/configuration``; anything else is a 404.
+        """
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or []]
+        if segments and segments[-1] == "":
+            segments.pop()
+        method = request.method.decode("ascii", "replace").upper()
+        matched = (method in ("GET", "HEAD") and len(segments) == 3
+                   and segments[0] == "nodes" and segments[2] == "configuration")
+        record = record_request(self._state, request, self._reactor.seconds(),
+                                self.TEMPLATE if matched else None)
+        fault = self._state.faults.pop(method, record.path, record.route)
+
+        def normal() -> Reply:
+            if not matched:
+                return not_found()
+            state = self._state
+            configuration = node_configuration(
+                state.application, token_id=state.node.token_id, token=state.node.token,
+                daemon_url=state.node.daemon_url, panel_url=state.node.url)
+            return configuration_reply(state.application, record.headers.get("authorization"),
+                                       segments[1], configuration)
+
+        def done(status: int | None) -> None:
+            record.status = status
+
+        serve(request, self._reactor, fault, normal, done)
+        return NOT_DONE_YET
+
+
 class _NotFound(Resource):
     """
     A leaf answering 404 in the Panel's error JSON.
@@ -200,18 +247,23 @@ class _NotFound(Resource):
 
 class _Api(Resource):
     """
-    ``/api``: only ``remote`` below it.
+    ``/api``: ``remote`` and ``application`` below it.
     """
 
-    def __init__(self, remote: IResource) -> None:
+    def __init__(self, remote: IResource, application: IResource) -> None:
         super().__init__()
         self._remote = remote
+        self._application = application
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
-        ``remote`` or a JSON 404.
+        ``remote``, ``application`` or a JSON 404.
         """
-        return self._remote if path == b"remote" else _NotFound()
+        if path == b"remote":
+            return self._remote
+        if path == b"application":
+            return self._application
+        return _NotFound()
 
     def render(self, request: Request) -> int:
         """
@@ -227,7 +279,8 @@ class _Root(Resource):
 
     def __init__(self, state: DevPanelState, reactor: IReactorTime) -> None:
         super().__init__()
-        self._api = _Api(RemoteApiResource(state, reactor))
+        self._api = _Api(RemoteApiResource(state, reactor),
+                         ApplicationApiResource(state, reactor))
         self._s3 = S3Resource(state, reactor)
 
     def getChild(self, path: bytes, request: Request) -> IResource:

@@ -20,6 +20,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .application import ApplicationSettings
 from .faults import FaultQueue, normalise_path
 from .servers import ServerFixture, StateError, build_server
 
@@ -165,7 +166,8 @@ class DevPanelState:
     (``s3`` or ``wings``), ``part_size``, ``s3_base_url`` (``None`` = the S3
     double at ``<panel url>/s3``), ``bucket``, ``auto_create_backups``,
     ``sftp_throttle_attempts``/``sftp_throttle_window``,
-    ``force_sftp_throttle``.  Records: ``received``, ``activity``,
+    ``force_sftp_throttle``, ``application`` (the application API the
+    ``wings configure`` command calls, ``application.py``).  Records: ``received``, ``activity``,
     ``panel_events`` (activity the Panel logs itself), ``install_reports``,
     ``transfer_reports``, ``backup_reports``, ``restore_reports``,
     ``reset_count``, ``sftp_throttle`` (key → failures, window end).
@@ -186,6 +188,7 @@ class DevPanelState:
         self.sftp_throttle_attempts = 5
         self.sftp_throttle_window = 60.0
         self.force_sftp_throttle = False
+        self.application = ApplicationSettings()
         self.sftp_throttle: dict[str, tuple[int, float]] = {}
         self.received: list[ReceivedRequest] = []
         self.activity: list[dict[str, Any]] = []
@@ -237,6 +240,10 @@ class DevPanelState:
         sftp = data.get("sftp") or {}
         state.sftp_throttle_attempts = int(sftp.get("throttle_attempts", state.sftp_throttle_attempts))
         state.sftp_throttle_window = float(sftp.get("throttle_window", state.sftp_throttle_window))
+        try:
+            state.application = ApplicationSettings.from_dict(data.get("application"))
+        except (ValueError, TypeError, KeyError) as e:
+            raise StateError(str(e)) from None
         for spec in _entries(data.get("servers"), "uuid", "servers"):
             uuid = spec.pop("uuid")
             state.add_server(str(uuid), **spec)

@@ -45,8 +45,11 @@ always 0.
 Processes cannot be re-attached after a daemon restart, so they should not
 outlive it: should the daemon die, the main process gets SIGHUP (on a PTY
 the kernel's hangup reaches the whole group too), and with cgroups anything
-left in a server's group is killed before its next start.  After a restart
-``is_running()`` is false and the server layer starts the server again.
+left in a server's group is killed before its next start.  What survives
+anyway (a game that ignores SIGHUP, a ``setsid`` child) carries a marker in
+its environment and is stopped by the first ``is_running()`` of the next
+daemon run (``leftovers``).  After a restart ``is_running()`` is false and
+the server layer starts the server again.
 
 The module is long because ``ProcessEnvironment`` is one cohesive state
 machine around a single child: spawning, output, sampling, stopping and
@@ -83,6 +86,7 @@ from . import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
                IEnvironmentListener, InstallResult, NotAttached)
 from .cgroups import CgroupHost, ServerCgroup, bounded_memory, cgroup_limits, detect_cgroups
 from .launcher import launcher_argv
+from .leftovers import marker, stop_leftovers
 from .proctree import measure_usage
 from .sandbox import InstallJob, exit_code, kill_group, run_install
 
@@ -224,6 +228,8 @@ class ProcessEnvironment:
         self._warned_unlimited = False
         self._installer: Deferred[InstallResult] | None = None
         self._host_memory = 0
+        # Whether leftovers of a previous daemon run were looked for (is_running).
+        self._swept = False
 
     # -- state and listener ------------------------------------------------
 
@@ -279,9 +285,29 @@ class ProcessEnvironment:
 
     def is_running(self) -> Deferred[bool]:
         """
-        Whether the main process is alive.
+        Whether the main process is alive.  The first call (the boot restore) first stops what
+        a previous daemon run left of this server (``leftovers``): such a process can be neither
+        attached nor controlled, so it is never left running unseen.
         """
-        return succeed(self._alive() is not None)
+        if self._swept or self._alive() is not None or self._starting:
+            return succeed(self._alive() is not None)
+        self._swept = True
+        return Deferred.fromCoroutine(self._sweep())
+
+    async def _sweep(self) -> bool:
+        uuid = self._settings.uuid
+        try:
+            found = await self._run_blocking(stop_leftovers, uuid, grace=self.signal_grace / 2)
+            host = await self._host()
+            if host is not None:
+                await self._run_blocking(host.group(uuid).kill)
+        except Exception:
+            self._log.failure("Looking for leftover processes of {uuid} failed", uuid=uuid)
+            found = []
+        if found:
+            self._log.warn("Server {uuid}: stopped {count} process(es) left by a previous run of "
+                           "the daemon ({pids})", uuid=uuid, count=len(found), pids=found)
+        return self._alive() is not None
 
     def is_attached(self) -> bool:
         """
@@ -338,6 +364,10 @@ class ProcessEnvironment:
                                    "cleaned up")
         self._starting = True
         try:
+            if not self._swept:
+                # Never start beside a leftover of a previous daemon run.
+                self._swept = True
+                await self._sweep()
             self._history.clear()
             self._exit = (0, False)
             self.set_state("starting")
@@ -410,10 +440,13 @@ class ProcessEnvironment:
             sys.executable, procs=group.procs_files() if group else (),
             uid=settings.uid if drop else -1, gid=settings.gid if drop else -1,
             merge=not options.use_pty, parent_death_signal=signal.SIGHUP,
+            no_new_privileges=True,
         ) + [shell, "-c", render_invocation(settings.invocation)]
         env = dict(settings.env)
         env["HOME"] = settings.volume
         env["PATH"] = self._daemon_path
+        name, value = marker(settings.uuid)
+        env[name] = value   # found again at boot should the daemon die (leftovers.py)
         if options.use_pty:
             env.setdefault("TERM", "xterm")
         proto = _ServerProtocol(self)
@@ -728,7 +761,9 @@ class ProcessEnvironment:
             tmp_directory=self._config.system.tmp_directory, script=script, image=image,
             entrypoint=entrypoint, env=tuple(env),
             allow_unsandboxed=self._config.environment.process.allow_unsandboxed_install,
-            daemon_path=self._daemon_path, python=sys.executable)
+            daemon_path=self._daemon_path, python=sys.executable,
+            uid=settings.uid, gid=settings.gid,
+            network=self._config.environment.process.install_network)
         d = Deferred.fromCoroutine(run_install(
             self._reactor, self._run_blocking, job, on_line,
             which=self._which, is_root=os.geteuid() == 0))

@@ -3,33 +3,33 @@ How the local-process environment runs an egg install script
 (lifecycle.md §16.2, §21.4 "installer").
 
 Egg scripts expect the server volume at ``/mnt/server`` and themselves at
-``/mnt/install/install.sh``.  Without containers, a private mount namespace
-gives them that view of the host:
+``/mnt/install/install.sh``.  Without containers, these helpers give them
+that view:
 
-* ``bwrap`` (bubblewrap), preferred: the host root read-only, fresh ``/dev``,
-  ``/proc``, ``/tmp`` and ``/mnt``, the volume read-write at ``/mnt/server``,
-  the script directory read-only at ``/mnt/install``, its own pid namespace,
-  and it dies with its parent::
-
-      bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /mnt
-            --bind <volume> /mnt/server --ro-bind <script dir> /mnt/install
-            --unshare-pid --die-with-parent --chdir /mnt/server
-            <entrypoint> /mnt/install/install.sh
-
+* ``bwrap`` (bubblewrap), the only one used by default: the jail of
+  ``jail.py``, a boundary (the server's user, no capabilities, its own
+  namespaces, only the system directories an installer needs, no access to
+  the daemon's configuration, token or data, and a network that cannot
+  reach the host's loopback).  A bwrap that cannot build that jail here (no
+  user namespaces) is not used.
 * ``unshare --mount`` (util-linux, root only): a private mount namespace in
   which a small ``sh`` script stages a tmpfs holding bind mounts of the
   volume and the (read-only) script directory, moves it onto ``/mnt``, puts
   a tmpfs on ``/tmp`` and runs the entrypoint in ``/mnt/server``.  The rest
-  of the host stays writable: weaker than bwrap.
-* none: only when ``environment.process.allow_unsandboxed_install`` is true,
-  ``<entrypoint> <script dir>/install.sh`` with the volume as working
+  of the host stays readable *and writable*, as root, with the host's
+  network: **not a boundary**.  Used only when the operator set
+  ``environment.process.allow_unsandboxed_install`` (the documented unsafe
+  switch), when bwrap is missing or unusable.
+* none: also only with ``allow_unsandboxed_install``: ``<entrypoint>
+  <script dir>/install.sh`` as the daemon user, with the volume as working
   directory (scripts that hard-code ``/mnt/server`` then write to the host
   path).
 
-A helper is used only after a probe run shows it works here (bwrap may be
-installed where unprivileged namespaces are forbidden).  None of this is a
-security boundary: the script runs as the daemon user with the host's
-network and, apart from the mounts above, the host's files.
+Without the switch and without a working bwrap, the script is not run, a
+line says why, and the install is reported unsuccessful.  A helper is used
+only after a probe run (the jail itself, running ``exit 0``) shows it works.
+The network of the jail is ``environment.process.install_network``
+(``jail.py``).
 """
 
 from __future__ import annotations
@@ -52,12 +52,11 @@ from ..reactor import IReactor
 from .lines import LineSplitter
 from . import InstallResult
 from .launcher import launcher_argv
+from .jail import (INSTALL_MOUNT, RESOLV_NAME, SERVER_MOUNT, bwrap_argv as jail_argv,
+                   helper_argv, install_ids, resolv_text, slirp_argv)
 
 log = Logger()
 
-#: Where the script sees the server volume and itself.
-SERVER_MOUNT = "/mnt/server"
-INSTALL_MOUNT = "/mnt/install"
 SCRIPT_NAME = "install.sh"
 
 # Runs inside ``unshare --mount``; $1 volume, $2 script dir, $3 staging
@@ -83,11 +82,18 @@ _UNSHARE_SCRIPT = (
 class Sandbox:
     """
     A usable helper: ``kind`` is ``bwrap``, ``unshare`` or ``none``;
-    ``path`` its executable (empty for ``none``).
+    ``path`` its executable (empty for ``none``).  For ``bwrap``: the
+    jail's network (``isolated`` or ``host``), the ``slirp4netns`` that
+    gives an isolated jail outbound access (empty: no network), and the
+    uid/gid the script runs as (-1: the daemon's).
     """
 
     kind: str
     path: str = ""
+    network: str = "isolated"
+    slirp: str = ""
+    uid: int = -1
+    gid: int = -1
 
 
 @dataclass(frozen=True)
@@ -101,15 +107,16 @@ class InstallCommand:
     cwd: str
 
 
-def bwrap_argv(bwrap: str, volume: str, script_dir: str, entrypoint: str) -> list[str]:
+def bwrap_argv(sandbox: Sandbox, volume: str, script_dir: str, command: list[str],
+               python: str) -> list[str]:
     """
-    The bubblewrap command line (module docstring).
+    The jail's helper command line (``jail.py``) running ``command``.
     """
-    return [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--tmpfs", "/tmp", "--tmpfs", "/mnt",
-            "--bind", volume, SERVER_MOUNT, "--ro-bind", script_dir, INSTALL_MOUNT,
-            "--unshare-pid", "--die-with-parent", "--chdir", SERVER_MOUNT,
-            entrypoint, INSTALL_MOUNT + "/" + SCRIPT_NAME]
+    resolv = os.path.join(script_dir, RESOLV_NAME) if sandbox.slirp else None
+    jail = jail_argv(sandbox.path, volume, script_dir, command, network=sandbox.network,
+                     resolv=resolv)
+    slirp = slirp_argv(sandbox.slirp) if sandbox.slirp else None
+    return helper_argv(python, jail, slirp, sandbox.uid, sandbox.gid)
 
 
 def unshare_argv(unshare: str, volume: str, script_dir: str, staging: str,
@@ -124,13 +131,14 @@ def unshare_argv(unshare: str, volume: str, script_dir: str, staging: str,
 
 
 def install_command(sandbox: Sandbox, volume: str, script_dir: str, staging: str,
-                    entrypoint: str) -> InstallCommand:
+                    entrypoint: str, python: str = "python3") -> InstallCommand:
     """
     The command that runs ``<script_dir>/install.sh`` with ``entrypoint``
-    inside ``sandbox``.
+    inside ``sandbox`` (``python`` runs the jail's helper).
     """
     if sandbox.kind == "bwrap":
-        return InstallCommand(bwrap_argv(sandbox.path, volume, script_dir, entrypoint), script_dir)
+        command = [entrypoint, INSTALL_MOUNT + "/" + SCRIPT_NAME]
+        return InstallCommand(bwrap_argv(sandbox, volume, script_dir, command, python), "/")
     if sandbox.kind == "unshare":
         return InstallCommand(
             unshare_argv(sandbox.path, volume, script_dir, staging, entrypoint), script_dir)
@@ -139,28 +147,35 @@ def install_command(sandbox: Sandbox, volume: str, script_dir: str, staging: str
     raise ValueError("unknown sandbox {!r}".format(sandbox.kind))
 
 
-def candidates(which: Callable[[str], str | None], is_root: bool) -> list[Sandbox]:
+def candidates(which: Callable[[str], str | None], is_root: bool,
+               allow_unsafe: bool = False, *, network: str = "auto", uid: int = -1,
+               gid: int = -1) -> list[Sandbox]:
     """
-    The helpers installed here, best first (``unshare`` needs root).
+    The helpers installed here, best first: the bwrap jail (with
+    ``slirp4netns`` when ``network`` allows and it is installed), then, only
+    with ``allow_unsafe`` and as root, ``unshare``.
     """
     found = []
     bwrap = which("bwrap")
     if bwrap:
-        found.append(Sandbox("bwrap", bwrap))
+        slirp = which("slirp4netns") if network in ("auto", "slirp4netns") else None
+        found.append(Sandbox("bwrap", bwrap, "host" if network == "host" else "isolated",
+                             slirp or "", *install_ids(uid, gid, is_root)))
     unshare = which("unshare")
-    if unshare and is_root:
+    if unshare and is_root and allow_unsafe:
         found.append(Sandbox("unshare", unshare))
     return found
 
 
-def probe_argv(sandbox: Sandbox) -> list[str]:
+def probe_argv(sandbox: Sandbox, script_dir: str = "/", python: str = "python3") -> list[str]:
     """
-    A command that exits 0 exactly when ``sandbox`` can build its mounts.
+    A command that exits 0 exactly when ``sandbox`` can build its mounts
+    (for bwrap: the jail itself, without network, on ``script_dir``).
     """
     if sandbox.kind == "bwrap":
-        return [sandbox.path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--tmpfs", "/tmp", "--tmpfs", "/mnt", "--unshare-pid", "--die-with-parent",
-                "/bin/sh", "-c", "exit 0"]
+        bare = Sandbox("bwrap", sandbox.path, "isolated", "", sandbox.uid, sandbox.gid)
+        return launcher_argv(python) + bwrap_argv(bare, script_dir, script_dir,
+                                                  ["/bin/sh", "-c", "exit 0"], python)
     if sandbox.kind == "unshare":
         return [sandbox.path, "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
                 "mount -t tmpfs tmpfs /mnt && mount -t tmpfs tmpfs /tmp"]
@@ -168,12 +183,14 @@ def probe_argv(sandbox: Sandbox) -> list[str]:
 
 
 async def find_sandbox(reactor: IReactorProcess, which: Callable[[str], str | None], is_root: bool,
-                       env: dict[str, str]) -> Sandbox | None:
+                       env: dict[str, str], *, allow_unsafe: bool = False,
+                       network: str = "auto", uid: int = -1, gid: int = -1,
+                       script_dir: str = "/", python: str = "python3") -> Sandbox | None:
     """
     The first candidate whose probe succeeds, or ``None``.
     """
-    for sandbox in candidates(which, is_root):
-        argv = probe_argv(sandbox)
+    for sandbox in candidates(which, is_root, allow_unsafe, network=network, uid=uid, gid=gid):
+        argv = probe_argv(sandbox, script_dir, python)
         try:
             code = await getProcessValue(argv[0], argv[1:], env=env, path="/", reactor=reactor)
         except OSError:
@@ -204,12 +221,14 @@ def sandbox_env(env: Sequence[tuple[str, str]], sandbox: Sandbox, volume: str,
     return out
 
 
-def write_script(tmp_directory: str, uuid: str, script: str, staging: bool) -> tuple[str, str]:
+def write_script(tmp_directory: str, uuid: str, script: str, staging: bool,
+                 owner: tuple[int, int] | None = None) -> tuple[str, str]:
     """
     Write ``<tmp_directory>/<uuid>/install.sh`` (directory 0700, file 0644,
-    LF line ends), replacing anything left there; with ``staging`` also make
-    the empty ``<uuid>.mnt`` directory ``unshare`` needs.  Returns both
-    paths.  Blocking.
+    LF line ends) and the jail's ``resolv.conf``, replacing anything left
+    there; with ``staging`` also make the empty ``<uuid>.mnt`` directory
+    ``unshare`` needs.  ``owner`` is given the directory (the unprivileged
+    jail must be able to bind it).  Returns both paths.  Blocking.
     """
     script_dir = os.path.join(tmp_directory, uuid)
     stage = script_dir + ".mnt"
@@ -221,6 +240,10 @@ def write_script(tmp_directory: str, uuid: str, script: str, staging: bool) -> t
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(script_text(script))
     os.chmod(path, 0o644)
+    with open(os.path.join(script_dir, RESOLV_NAME), "w", encoding="ascii") as f:
+        f.write(resolv_text())
+    if owner is not None:
+        os.chown(script_dir, *owner)
     if staging:
         os.mkdir(stage, 0o700)
     return script_dir, stage
@@ -312,6 +335,13 @@ def resolve_entrypoint(entrypoint: str, path: str) -> str | None:
     return found
 
 
+def _say(on_line: Callable[[str], None], text: str) -> None:
+    try:
+        on_line("wings-twisted: " + text)
+    except Exception:
+        log.failure("install output callback failed")
+
+
 @dataclass(frozen=True)
 class InstallJob:
     """
@@ -328,6 +358,9 @@ class InstallJob:
     allow_unsandboxed: bool
     daemon_path: str
     python: str
+    uid: int = -1
+    gid: int = -1
+    network: str = "auto"
 
 
 async def run_install(reactor: IReactor, run_blocking: RunBlocking, job: InstallJob,
@@ -346,24 +379,46 @@ async def run_install(reactor: IReactor, run_blocking: RunBlocking, job: Install
     if entrypoint is None:
         return InstallResult(False, error="install entrypoint {!r} is not installed on this "
                                           "host".format(job.entrypoint))
+    if job.network == "slirp4netns" and which("slirp4netns") is None:
+        return InstallResult(False, error=(
+            "environment.process.install_network is slirp4netns but slirp4netns is not "
+            "installed, so the install script was not run"))
+    uid, gid = install_ids(job.uid, job.gid, is_root)
+    # Written first: the jail's probe binds the script directory.
+    try:
+        script_dir, stage = await run_blocking(
+            write_script, job.tmp_directory, job.uuid, job.script,
+            is_root and job.allow_unsandboxed, (uid, gid) if is_root else None)
+    except OSError as e:
+        return InstallResult(False, error="could not write the install script: {}".format(e))
     probe_env = {"PATH": job.daemon_path}
-    sandbox = await find_sandbox(reactor, which, is_root, probe_env)
+    try:
+        sandbox = await find_sandbox(reactor, which, is_root, probe_env,
+                                     allow_unsafe=job.allow_unsandboxed, network=job.network,
+                                     uid=job.uid, gid=job.gid, script_dir=script_dir,
+                                     python=job.python)
+    except BaseException:
+        await run_blocking(remove_script, script_dir, stage)
+        raise
     if sandbox is None:
         if not job.allow_unsandboxed:
+            await run_blocking(remove_script, script_dir, stage)
             return InstallResult(False, error=(
-                "no sandbox helper (bwrap, or unshare as root) works on this host and "
-                "environment.process.allow_unsandboxed_install is false, so the install "
-                "script was not run"))
+                "bubblewrap (bwrap) is missing or cannot build its sandbox on this host "
+                "(user namespaces), and environment.process.allow_unsandboxed_install is "
+                "false, so the install script was not run"))
         sandbox = Sandbox("none")
         log.warn("Install of {uuid} runs without a sandbox (allow_unsandboxed_install)",
                  uuid=job.uuid)
+    elif sandbox.kind == "unshare":
+        log.warn("Install of {uuid} runs under unshare, which is not a boundary "
+                 "(allow_unsandboxed_install)", uuid=job.uuid)
+    elif sandbox.network == "isolated" and not sandbox.slirp:
+        _say(on_line, "slirp4netns is not in use: the install script runs without network "
+                      "access (environment.process.install_network)")
     try:
-        script_dir, stage = await run_blocking(write_script, job.tmp_directory, job.uuid,
-                                               job.script, sandbox.kind == "unshare")
-    except OSError as e:
-        return InstallResult(False, error="could not write the install script: {}".format(e))
-    try:
-        command = install_command(sandbox, job.volume, script_dir, stage, entrypoint)
+        command = install_command(sandbox, job.volume, script_dir, stage, entrypoint,
+                                  job.python)
         argv = launcher_argv(job.python, merge=True) + command.argv
         env = sandbox_env(job.env, sandbox, job.volume, job.daemon_path)
         proto = _InstallProtocol(on_line)

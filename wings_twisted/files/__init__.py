@@ -1,7 +1,7 @@
 """
 The state the file routes keep between requests, per node: chunked upload
-sessions (``chunked``), archive jobs and tasks (``archives``), and — as they land — remote
-pulls.
+sessions (``chunked``), remote pulls (``pull``), archive jobs and tasks
+(``archives``).
 ``FileServices`` bundles them; ``web.site.build_root`` makes the node's one
 bundle and the file routes share it.
 
@@ -16,6 +16,7 @@ from twisted.internet.defer import DeferredLock
 from ..node import Node
 from .archives import ArchiveTasks
 from .chunked import ChunkedUploads
+from .pull import Pulls
 
 
 class FileServices:
@@ -25,6 +26,8 @@ class FileServices:
 
     def __init__(self, node: Node) -> None:
         self.uploads = ChunkedUploads(node)
+        #: Remote pulls (``pull``).
+        self.pulls = Pulls(node)
         #: Archive jobs and the fork's archive tasks (``files.archives``).
         self.archive_tasks = ArchiveTasks(node)
         #: One line edit at a time per server (``web.file_lines``).

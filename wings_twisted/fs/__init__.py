@@ -33,12 +33,14 @@ from .paths import (
     InvalidMove,
     IsDirectory,
     NameTooLong,
+    NoSpace,
     NotDirectory,
     NotFound,
     QuotaExceeded,
     SpecialFile,
     clean_path,
 )
+from .quota import INODE_CHARGE, Reservation, charge, charge_size
 from .volume import Volume
 
 __all__ = [
@@ -55,10 +57,15 @@ __all__ = [
     "InvalidMove",
     "IsDirectory",
     "NameTooLong",
+    "NoSpace",
     "NotDirectory",
     "NotFound",
     "QuotaExceeded",
     "SpecialFile",
     "Volume",
     "clean_path",
+    "INODE_CHARGE",
+    "Reservation",
+    "charge",
+    "charge_size",
 ]

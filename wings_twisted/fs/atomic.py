@@ -29,6 +29,7 @@ from .paths import (
     translate_error,
 )
 from .quota import DiskQuota
+from .tree import TEMP_PREFIX, TEMP_SUFFIX
 
 __all__ = ["AtomicWrite", "begin_at"]
 
@@ -43,7 +44,7 @@ def _create_temp(dir_fd: int, clean: str) -> tuple[str, int]:
     :return: its base name and a write-only descriptor.
     """
     for _ in range(16):
-        temp_name = ".upload-%s.part" % (secrets.token_hex(8),)
+        temp_name = "%s%s%s" % (TEMP_PREFIX, secrets.token_hex(8), TEMP_SUFFIX)
         try:
             return temp_name, os.open(temp_name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
         except FileExistsError:
@@ -73,6 +74,7 @@ class AtomicWrite:
         temp_fd: int,
         created: list[tuple[int, str]],
         old_size: int,
+        old_charge: int | None = None,
     ) -> None:
         """
         Take over the descriptors `Volume.begin_write` opened; they are closed by `commit` or
@@ -85,6 +87,8 @@ class AtomicWrite:
         :param name: the destination's name in it.
         :param created: the directories created for this write (see `release_created`).
         :param old_size: the size of the file replaced when the write began.
+        :param old_charge: what that file is charged (`quota.charge`); from ``old_size`` if not
+            given.
         """
         self.path = path
         self.received = 0
@@ -96,6 +100,11 @@ class AtomicWrite:
         self._temp_fd = temp_fd
         self._created = created
         self._old_size = old_size
+        self._accounting = quota.accounting
+        self._old_charge = (self._accounting.charge_size(old_size) if old_size else 0) \
+            if old_charge is None else old_charge
+        # The growth written so far, held against the limit until commit (quota.Reservation).
+        self._reservation = quota.reserve()
         self._state = "open"
 
     @property
@@ -113,17 +122,17 @@ class AtomicWrite:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """
-        Append ``data`` to the temporary file after checking that the file would fit the quota.
+        Append ``data`` to the temporary file after reserving what the file would then cost.
 
-        :raises QuotaExceeded: fits(bytes received including this chunk - size of the file
-            replaced) failed; nothing of the chunk is written.
+        :raises QuotaExceeded: the charge of the bytes received including this chunk, less the
+            charge of the file replaced, does not fit beside usage and the other writes in
+            progress; nothing of the chunk is written.
         """
         if self._state != "open":
             raise ValueError("write on a finished AtomicWrite")
         view = memoryview(data).cast("B")
         after = self.received + len(view)
-        if not self._quota.fits(after - self._old_size):
-            raise QuotaExceeded(self.path)
+        self._reserve(after)
         while view:
             written = os.write(self._temp_fd, view)
             view = view[written:]
@@ -141,8 +150,7 @@ class AtomicWrite:
             raise ValueError("write on a finished AtomicWrite")
         views = [memoryview(c).cast("B") for c in chunks]
         after = self.received + sum(len(v) for v in views)
-        if not self._quota.fits(after - self._old_size):
-            raise QuotaExceeded(self.path)
+        self._reserve(after)
         while views:
             written = os.writev(self._temp_fd, views[:_IOV_MAX])
             while views and written >= len(views[0]):
@@ -151,6 +159,17 @@ class AtomicWrite:
             if written:
                 views[0] = views[0][written:]
         self.received = after
+
+    def _reserve(self, after: int) -> None:
+        if not self._reservation.require(self._accounting.charge_size(after) - self._old_charge):
+            raise QuotaExceeded(self.path)
+
+    @property
+    def reserved(self) -> int:
+        """
+        The bytes this write holds against the limit.
+        """
+        return self._reservation.held
 
     def commit(self, *, mode: int | None = None, mtime: float | None = None,
                replace: bool = True) -> None:
@@ -170,7 +189,7 @@ class AtomicWrite:
         try:
             st = lstat_at(self._dir_fd, self._name)
             final_mode = FILE_MODE
-            old_size = 0
+            old_charge = 0
             if st is not None:
                 if not replace:
                     raise AlreadyExists(self.path)
@@ -178,9 +197,10 @@ class AtomicWrite:
                     raise IsDirectory(self.path)
                 if _stat.S_ISREG(st.st_mode):
                     final_mode = _stat.S_IMODE(st.st_mode)
-                    old_size = st.st_size
+                    old_charge = self._accounting.charge(st)
             if mode is not None:
                 final_mode = mode & 0o7777
+            new_charge = self._accounting.charge(os.fstat(self._temp_fd))
             # chown before chmod: changing the owner clears set-user/group-ID bits.
             give(self._temp_fd, self._owner)
             os.fchmod(self._temp_fd, final_mode)
@@ -205,7 +225,7 @@ class AtomicWrite:
         os.close(self._temp_fd)
         os.close(self._dir_fd)
         release_created(self._created, undo=False)
-        self._quota.add(self.received - old_size)
+        self._reservation.commit(new_charge - old_charge)
 
     def abort(self) -> None:
         """
@@ -215,6 +235,7 @@ class AtomicWrite:
         if self._state != "open":
             return
         self._state = "aborted"
+        self._reservation.release()
         try:
             os.close(self._temp_fd)
         finally:
@@ -252,15 +273,18 @@ def begin_at(
     """
     st = lstat_at(parent, name)
     old_size = 0
+    old_charge = 0
     if st is not None:
         if _stat.S_ISLNK(st.st_mode):
             raise NotFound(clean)
         check_regular(st, clean)
         old_size = st.st_size
+        old_charge = quota.accounting.charge(st)
     dir_fd = os.dup(parent)
     try:
         temp_name, temp_fd = _create_temp(dir_fd, clean)
     except BaseException:
         os.close(dir_fd)
         raise
-    return AtomicWrite(quota, owner, clean, dir_fd, name, temp_name, temp_fd, created, old_size)
+    return AtomicWrite(quota, owner, clean, dir_fd, name, temp_name, temp_fd, created, old_size,
+                       old_charge)

@@ -47,7 +47,7 @@ from .paths import (
 )
 from .quota import DiskQuota
 
-__all__ = ["FileHandle", "open_at", "read_link_at", "setstat_at"]
+__all__ = ["FileHandle", "open_at", "read_link_at", "setstat_at", "symlink_at"]
 
 #: Added to the access mode of every open: never through a final symlink, never blocking on a
 #: FIFO, never acquiring a controlling terminal.
@@ -80,6 +80,8 @@ class FileHandle:
         :param append: the descriptor has ``O_APPEND``: every write goes to the end of the file.
         """
         self.path = path
+        #: Whether the open that made this handle created the file (``open_at`` sets it).
+        self.created = False
         self._fd = fd
         self._quota = quota
         self._readable = readable
@@ -135,12 +137,14 @@ class FileHandle:
         if offset < 0:
             raise ValueError("negative offset")
         view = memoryview(data).cast("B")
-        size = os.fstat(fd).st_size
+        before = os.fstat(fd)
+        size = before.st_size
         if self._append:
             offset = size
         # An empty write extends nothing, whatever its offset.
         end = offset + len(view) if view else size
-        if not self._quota.fits(max(0, end - size)):
+        rule = self._quota.accounting
+        if not self._quota.fits(max(0, rule.charge_size(max(end, size)) - rule.charge_size(size))):
             raise QuotaExceeded(self.path)
         position = offset
         try:
@@ -152,7 +156,7 @@ class FileHandle:
         finally:
             # Account what was added even when a write fails half-way (ENOSPC, EIO).
             if position > offset:
-                self._quota.add(max(0, position - size))
+                self._quota.add(rule.charge(os.fstat(fd)) - rule.charge(before))
         return position - offset
 
     def fstat(self) -> os.stat_result:
@@ -170,11 +174,13 @@ class FileHandle:
         fd = self._writable_fd()
         if size < 0:
             raise ValueError("negative size")
-        current = os.fstat(fd).st_size
-        if not self._quota.fits(max(0, size - current)):
+        before = os.fstat(fd)
+        current = before.st_size
+        rule = self._quota.accounting
+        if not self._quota.fits(max(0, rule.charge_size(size) - rule.charge_size(current))):
             raise QuotaExceeded(self.path)
         os.ftruncate(fd, size)
-        self._quota.add(size - current)
+        self._quota.add(rule.charge(os.fstat(fd)) - rule.charge(before))
 
     def chmod(self, mode: int) -> None:
         """
@@ -257,6 +263,9 @@ def open_at(
             give(fd, owner)
             os.fchmod(fd, mode & 0o7777)
         handle = FileHandle(fd, clean, quota, readable=read, writable=write, append=append)
+        handle.created = created
+        if created:
+            quota.add(quota.accounting.charge(os.fstat(fd)))
         if truncate and st.st_size:
             handle.truncate(0)
     except BaseException:
@@ -383,3 +392,28 @@ def read_link_at(parent: int, name: str, clean: str) -> str:
         if e.errno == errno.EINVAL:
             raise NotFound(clean) from None
         raise translate_error(e, clean) from None
+
+
+def symlink_at(parent: int, name: str, clean: str, target: str, owner: Owner) -> None:
+    """
+    Create the symlink ``name`` of ``parent`` with the text ``target`` stored exactly as given
+    (it may point anywhere: the walk never follows absolute or escaping links), given to
+    ``owner`` without following it.
+
+    :raises AlreadyExists: the name exists (whatever it is).
+    :raises NotFound: ``target`` holds a NUL byte or cannot be encoded.
+    """
+    try:
+        os.symlink(target, name, dir_fd=parent)
+    except FileExistsError:
+        raise AlreadyExists(clean) from None
+    except (ValueError, UnicodeEncodeError):
+        raise NotFound(clean) from None
+    except OSError as e:
+        raise translate_error(e, clean) from None
+    if owner is not None:
+        try:
+            os.chown(name, owner[0], owner[1], dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            # As upstream: a failed chown does not fail the operation.
+            pass

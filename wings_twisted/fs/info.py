@@ -34,6 +34,7 @@ descriptor without following links and without blocking on FIFOs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat as _stat
@@ -155,9 +156,11 @@ def sniff_fd(fd: int, st: os.stat_result) -> str:
 _TYPE_LETTERS = "dLDpSugct"
 
 
+@functools.lru_cache(maxsize=1024)
 def go_mode(mode: int) -> str:
     """
-    Go's ``FileMode.String()`` for an ``st_mode`` (api.md §2.14).
+    Go's ``FileMode.String()`` for an ``st_mode`` (api.md §2.14); cached,
+    since a listing holds few distinct modes.
     """
     letters = []
     if _stat.S_ISDIR(mode):
@@ -187,7 +190,13 @@ def rfc3339(seconds: float) -> str:
     """
     A time as RFC 3339 in UTC with whole seconds (``2024-03-17T14:58:30Z``).
     """
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
+    return _rfc3339(int(seconds))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339(seconds: int) -> str:
+    # Files written together share their times: a listing formats few distinct ones.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def stat_object(name: str, st: os.stat_result, mime: str) -> dict[str, Any]:
@@ -195,16 +204,21 @@ def stat_object(name: str, st: os.stat_result, mime: str) -> dict[str, Any]:
     The stat object of an entry named ``name`` whose ``lstat`` is ``st``.
     """
     mode = st.st_mode
-    directory = _stat.S_ISDIR(mode)
+    go, bits, directory, link = _mode_fields(mode)
     return {
         "name": name,
-        "created": rfc3339(st.st_ctime),
-        "modified": rfc3339(st.st_mtime),
-        "mode": go_mode(mode),
-        "mode_bits": format(mode & 0o777, "o"),
+        "created": _rfc3339(int(st.st_ctime)),
+        "modified": _rfc3339(int(st.st_mtime)),
+        "mode": go,
+        "mode_bits": bits,
         "size": st.st_size,
         "directory": directory,
         "file": not directory,
-        "symlink": _stat.S_ISLNK(mode),
+        "symlink": link,
         "mime": mime,
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _mode_fields(mode: int) -> tuple[str, str, bool, bool]:
+    return go_mode(mode), format(mode & 0o777, "o"), _stat.S_ISDIR(mode), _stat.S_ISLNK(mode)

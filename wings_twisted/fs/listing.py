@@ -15,7 +15,7 @@ stat objects (``info.stat_object``).
   change of the file changes its mtime or ctime, so the cache never answers
   for other content.
 * The search walks depth-first from a start directory without following
-  symlinks, skips (neither descends nor reports) directories named like an
+  symlinks, matches names and (project: ``content``) file contents, skips (neither descends nor reports) directories named like an
   entry of ``Search.blacklisted_dirs`` (case-insensitively), stops descending
   below ``max_recursion_depth``, and is bounded: at most ``limit`` results
   and ``deadline`` seconds (project), after which it answers what it found.
@@ -39,6 +39,8 @@ from .volume import Volume
 
 #: Sniffed types kept; the cache is emptied when it reaches this size.
 MIME_CACHE_SIZE = 65536
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+CONTENT_CHUNK = 1024 * 1024
 #: Search bounds (project).
 SEARCH_LIMIT = 10000
 SEARCH_SECONDS = 10.0
@@ -78,7 +80,7 @@ def _ordered(entries: Iterable[tuple[str, os.stat_result]]) -> list[tuple[str, o
     Directories first, then everything else, each by name bytes.
     """
     return sorted(entries, key=lambda item: (not _stat.S_ISDIR(item[1].st_mode),
-                                             os.fsencode(item[0])))
+                                             item[0].encode("utf-8", "surrogateescape")))
 
 
 def list_directory(volume: Volume, path: str) -> list[dict[str, Any]]:
@@ -134,12 +136,15 @@ def name_matches(name: str, pattern: str) -> bool:
     return False
 
 
-def search(volume: Volume, directory: str, pattern: str, *, blacklist: Iterable[str],
-           max_depth: int, limit: int = SEARCH_LIMIT, deadline: float = SEARCH_SECONDS,
+def search(volume: Volume, directory: str, pattern: str | None, *, blacklist: Iterable[str],
+           max_depth: int, content: bytes | None = None, limit: int = SEARCH_LIMIT,
+           deadline: float = SEARCH_SECONDS,
            clock: Callable[[], float] = time.monotonic) -> list[dict[str, Any]]:
     """
-    The entries under ``directory`` whose names match ``pattern``, as stat
-    objects named by their volume-relative path, in walk order.
+    The entries under ``directory`` whose names match ``pattern`` (any name
+    when ``None``) and, when ``content`` is given, regular files that contain
+    those bytes, as stat objects named by their volume-relative path, in walk
+    order.
 
     :raises NotFound: the start directory is missing, escaping or not a
         directory.
@@ -149,15 +154,16 @@ def search(volume: Volume, directory: str, pattern: str, *, blacklist: Iterable[
     results: list[dict[str, Any]] = []
     try:
         with volume.directory(directory) as (start_fd, clean):
-            _walk(os.dup(start_fd), clean, max_depth, pattern, skipped, results, limit,
+            _walk(os.dup(start_fd), clean, max_depth, pattern, content, skipped, results, limit,
                   lambda: clock() >= stop_at)
     except NotDirectory as e:
         raise NotFound(e.path) from None
     return results
 
 
-def _walk(start: int, prefix: str, max_depth: int, pattern: str, skipped: set[str],
-          results: list[dict[str, Any]], limit: int, late: Callable[[], bool]) -> None:
+def _walk(start: int, prefix: str, max_depth: int, pattern: str | None, content: bytes | None,
+          skipped: set[str], results: list[dict[str, Any]], limit: int,
+          late: Callable[[], bool]) -> None:
     """
     Depth-first and lexical: each entry is reported, then (a directory) walked,
     before its next sibling.  Takes ownership of ``start``.
@@ -177,7 +183,9 @@ def _walk(start: int, prefix: str, max_depth: int, pattern: str, skipped: set[st
             if is_dir and name.lower() in skipped:
                 continue
             relative = path + "/" + name if path else name
-            if name_matches(name, pattern):
+            if ((pattern is None or name_matches(name, pattern))
+                    and (content is None or (_stat.S_ISREG(st.st_mode)
+                                             and contains(fd, name, content, late)))):
                 results.append(stat_object(relative, st, _mime(fd, name, st)))
             if is_dir and depth + 1 <= max_depth:
                 try:
@@ -195,5 +203,36 @@ def _walk(start: int, prefix: str, max_depth: int, pattern: str, skipped: set[st
             os.close(fd)
 
 
+def contains(dir_fd: int, name: str, needle: bytes, late: Callable[[], bool]) -> bool:
+    """
+    Whether regular file ``name`` holds ``needle`` (read in bounded chunks
+    that overlap by ``len(needle) - 1`` bytes; never a FIFO, never through
+    a link).
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        keep = len(needle) - 1
+        tail = b""
+        offset = 0
+        while not late():
+            data = os.pread(fd, CONTENT_CHUNK, offset)
+            if not data:
+                return False
+            if needle in (tail + data if tail else data):
+                return True
+            offset += len(data)
+            tail = data[-keep:] if keep else b""
+        return False
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _name_bytes(entry: tuple[str, os.stat_result]) -> bytes:
-    return os.fsencode(entry[0])
+    return entry[0].encode("utf-8", "surrogateescape")

@@ -137,6 +137,13 @@ class QuotaExceeded(FsError):
     """
 
 
+class NoSpace(FsError):
+    """
+    The node's own disk (or the filesystem's quota) is full: ``ENOSPC`` or ``EDQUOT`` from the
+    kernel, whatever the server's limit.
+    """
+
+
 class AlreadyExists(FsError):
     """
     The destination of a rename already exists (any type, including a dangling symlink).
@@ -204,6 +211,8 @@ def translate_error(error: OSError, path: str) -> Exception:
         return NameTooLong(path)
     if code == errno.ENXIO:
         return SpecialFile(path)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(path)
     return error
 
 

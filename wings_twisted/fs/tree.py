@@ -18,36 +18,53 @@ import stat as _stat
 from typing import Sequence
 
 from .paths import DIR_FLAGS, close_all, lstat_at
+from .quota import BLOCKS, Accounting
 
-__all__ = ["chown_tree", "measure", "remove_at", "remove_entry", "remove_tree"]
+__all__ = ["chown_tree", "is_temp_name", "measure", "remove_at", "remove_entry", "remove_leftovers",
+           "remove_tree"]
+
+#: The names of the temporary files `atomic.AtomicWrite` writes beside their destination.
+TEMP_PREFIX = ".upload-"
+TEMP_SUFFIX = ".part"
+
+
+def is_temp_name(name: str) -> bool:
+    """
+    Whether ``name`` is one of the daemon's temporary files (a write in progress, or a leftover
+    of a crash): the usage walk skips them, since a write in progress holds a reservation.
+    """
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 #: Directory descriptors a tree walk (usage, recursive delete) holds at most.
 _TREE_FD_DEPTH = 64
 
 
-def _scan(fd: int) -> tuple[int, list[str]]:
+def _scan(fd: int, rule: Accounting) -> tuple[int, list[str]]:
     """
-    The regular-file bytes directly in a directory and the names of its subdirectories.
+    The charge (`quota.charge`) of the entries directly in a directory and the names of its
+    subdirectories.
     """
     size = 0
     subdirectories: list[str] = []
     with os.scandir(fd) as iterator:
         for entry in iterator:
+            if is_temp_name(entry.name):
+                continue  # held by the writer's reservation (quota.Reservation)
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if _stat.S_ISREG(st.st_mode):
-                size += st.st_size
-            elif _stat.S_ISDIR(st.st_mode):
+            size += rule.charge(st)
+            if _stat.S_ISDIR(st.st_mode):
                 subdirectories.append(entry.name)
     return size, subdirectories
 
 
-def measure(root: str) -> int:
+def measure(root: str, rule: Accounting = BLOCKS) -> int:
     """
-    Walk the volume at ``root`` and add up the sizes of its regular files (every name counts;
-    symlinks, directories and special files count 0); 0 when the volume cannot be opened.
+    Walk the volume at ``root`` and add up the charge of every entry beneath it (`quota.charge`:
+    blocks, with a minimum per inode; every name counts) except the daemon's temporary files
+    (`is_temp_name`); 0 when the volume cannot be opened.
 
     Holds at most `_TREE_FD_DEPTH` directory descriptors: deeper directories are remembered by
     name and walked again from the root afterwards.
@@ -63,7 +80,7 @@ def measure(root: str) -> int:
             names = deferred.pop()
             start = _reopen(root_fd, names)
             if start is not None:
-                total += _measure_from(start, names, deferred)
+                total += _measure_from(start, names, deferred, rule)
     finally:
         os.close(root_fd)
     return total
@@ -85,16 +102,17 @@ def _reopen(root_fd: int, names: Sequence[str]) -> int | None:
     return fd
 
 
-def _measure_from(start: int, names: list[str], deferred: list[list[str]]) -> int:
+def _measure_from(start: int, names: list[str], deferred: list[list[str]],
+                  rule: Accounting) -> int:
     """
-    The regular-file bytes beneath ``start`` (reached by ``names`` from the root, and closed
+    The charged usage of the entries beneath ``start`` (reached by ``names`` from the root, and closed
     here), down to `_TREE_FD_DEPTH` levels; deeper directories are appended to ``deferred``.
     """
     total = 0
     frames: list[tuple[int, list[str], list[str]]] = []
     try:
         try:
-            size, subdirectories = _scan(start)
+            size, subdirectories = _scan(start, rule)
         except OSError:
             os.close(start)
             return 0
@@ -115,7 +133,7 @@ def _measure_from(start: int, names: list[str], deferred: list[list[str]]) -> in
             except OSError:
                 continue
             try:
-                size, grandchildren = _scan(child)
+                size, grandchildren = _scan(child, rule)
             except OSError:
                 os.close(child)
                 continue
@@ -126,13 +144,13 @@ def _measure_from(start: int, names: list[str], deferred: list[list[str]]) -> in
     return total
 
 
-def remove_tree(parent_fd: int, name: str) -> int:
+def remove_tree(parent_fd: int, name: str, rule: Accounting = BLOCKS) -> int:
     """
     Remove directory ``name`` of ``parent_fd`` and everything in it, following no link.
 
     Holds at most `_TREE_FD_DEPTH` descriptors: a subdirectory found deeper is first renamed
     into the top of the tree being removed and handled from there.
-    :return: the regular-file bytes removed.
+    :return: the usage charged to what was removed (`quota.charge`).
     """
     freed = 0
     retries = 0
@@ -142,7 +160,7 @@ def remove_tree(parent_fd: int, name: str) -> int:
         top = _open_for_removal(parent_fd, name)
         if top is None:
             return 0
-        size, subdirectories = _empty_files(top)
+        size, subdirectories = _empty_files(top, rule)
         freed += size
         frames.append((top, subdirectories, name))
         while frames:
@@ -150,7 +168,7 @@ def remove_tree(parent_fd: int, name: str) -> int:
             if subdirectories:
                 child = subdirectories.pop()
                 if len(frames) >= _TREE_FD_DEPTH:
-                    moved = ".wings-rm-%s" % (secrets.token_hex(8),)
+                    moved = REMOVAL_PREFIX + secrets.token_hex(8)
                     try:
                         os.rename(child, moved, src_dir_fd=fd, dst_dir_fd=frames[0][0])
                     except FileNotFoundError:
@@ -161,7 +179,7 @@ def remove_tree(parent_fd: int, name: str) -> int:
                 if child_fd is None:
                     continue
                 try:
-                    size, grandchildren = _empty_files(child_fd)
+                    size, grandchildren = _empty_files(child_fd, rule)
                 except BaseException:
                     os.close(child_fd)
                     raise
@@ -169,10 +187,12 @@ def remove_tree(parent_fd: int, name: str) -> int:
                 frames.append((child_fd, grandchildren, child))
                 continue
             frames.pop()
+            own_charge = rule.charge(os.fstat(fd))
             os.close(fd)
             parent = frames[-1][0] if frames else parent_fd
             try:
                 os.rmdir(own, dir_fd=parent)
+                freed += own_charge
             except FileNotFoundError:
                 pass
             except OSError as e:
@@ -182,7 +202,7 @@ def remove_tree(parent_fd: int, name: str) -> int:
                 retries += 1
                 again = _open_for_removal(parent, own)
                 if again is not None:
-                    size, subdirectories = _empty_files(again)
+                    size, subdirectories = _empty_files(again, rule)
                     freed += size
                     frames.append((again, subdirectories, own))
     finally:
@@ -190,25 +210,25 @@ def remove_tree(parent_fd: int, name: str) -> int:
     return freed
 
 
-def remove_at(parent_fd: int, name: str) -> int | None:
+def remove_at(parent_fd: int, name: str, rule: Accounting = BLOCKS) -> int | None:
     """
     Remove the entry ``name`` of ``parent_fd``: a file, a symlink (never its target), or a
     directory with everything in it.
 
-    :return: the regular-file bytes removed, ``None`` when there is no such entry.
+    :return: the usage charged to what was removed, ``None`` when there is no such entry.
     """
     st = lstat_at(parent_fd, name)
     if st is None:
         return None
     if _stat.S_ISDIR(st.st_mode):
-        return remove_tree(parent_fd, name)
+        return remove_tree(parent_fd, name, rule)
     try:
         os.unlink(name, dir_fd=parent_fd)
     except IsADirectoryError:
-        return remove_tree(parent_fd, name)
+        return remove_tree(parent_fd, name, rule)
     except FileNotFoundError:
         return None
-    return st.st_size if _stat.S_ISREG(st.st_mode) else 0
+    return rule.charge(st)
 
 
 def remove_entry(path: str) -> bool:
@@ -246,7 +266,7 @@ def _open_for_removal(parent_fd: int, name: str) -> int | None:
     return None
 
 
-def _empty_files(fd: int) -> tuple[int, list[str]]:
+def _empty_files(fd: int, rule: Accounting) -> tuple[int, list[str]]:
     """
     Unlink every non-directory in a directory; return the regular bytes and the subdirectories.
     """
@@ -269,9 +289,41 @@ def _empty_files(fd: int) -> tuple[int, list[str]]:
         except IsADirectoryError:
             subdirectories.append(entry.name)
             continue
-        if _stat.S_ISREG(st.st_mode):
-            freed += st.st_size
+        freed += rule.charge(st)
     return freed, subdirectories
+
+
+#: The directories `remove_tree` moves deep subdirectories to while it works.
+REMOVAL_PREFIX = ".wings-rm-"
+
+
+def remove_leftovers(root: str) -> int:
+    """
+    Remove what a crash of the daemon can leave in a volume: temporary files of writes in
+    progress (`is_temp_name`, regular files only) and half-removed trees (`REMOVAL_PREFIX`
+    directories), at any depth, following no link.  Returns how many entries were removed.
+    Only safe while nothing writes to the volume (at boot, before the server is registered).
+    """
+    removed = 0
+    for _, directories, files, dir_fd in os.fwalk(root, follow_symlinks=False):
+        for name in files:
+            if not is_temp_name(name):
+                continue
+            st = lstat_at(dir_fd, name)
+            if st is not None and _stat.S_ISREG(st.st_mode):
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        for name in [d for d in directories if d.startswith(REMOVAL_PREFIX)]:
+            directories.remove(name)  # not walked into: removed whole
+            try:
+                remove_tree(dir_fd, name)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def chown_tree(root: str, uid: int, gid: int) -> None:

@@ -11,7 +11,8 @@ followed for open, read, write or stat; delete, rename and `Volume.lstat` act on
 
 Whole-tree walks live in `wings_twisted.fs.tree`, the usage counter in `wings_twisted.fs.quota`,
 whole-file writes in `wings_twisted.fs.atomic` and open file handles in `wings_twisted.fs.handles`;
-`Volume` keeps their entry points (the quota's through `QuotaDelegate`).
+`Volume` keeps their entry points (the quota's through `QuotaDelegate`), which is why this module
+is long: it is the one cohesive front every file feature (HTTP routes, uploads, SFTP) goes through.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .paths import (
     split_path,
     translate_error,
 )
-from .quota import DiskQuota, QuotaDelegate
+from .quota import BLOCKS, Accounting, DiskQuota, QuotaDelegate
 
 __all__ = ["Volume"]
 
@@ -67,6 +68,7 @@ class Volume(QuotaDelegate):
         disk_check_interval: float = 150.0,
         clock: Callable[[], float] = time.monotonic,
         chown: bool = True,
+        accounting: Accounting = BLOCKS,
     ) -> None:
         """
         :param root: host path of the volume directory (made absolute).
@@ -74,15 +76,19 @@ class Volume(QuotaDelegate):
         :param disk_check_interval: seconds between usage walks; 0 never walks.
         :param clock: monotonic seconds, used only to age the usage walk.
         :param chown: give created files and directories to ``uid:gid``.
+        :param accounting: what entries cost against the limit (`quota.BLOCKS`, this project's
+            default, or upstream's `quota.BYTES`).
         """
         self.root = os.path.abspath(root)
         self._owner: Owner = (uid, gid) if chown else None
         self._matcher = IgnoreMatcher(denylist)
+        self._accounting = accounting
         self._quota = DiskQuota(
-            functools.partial(tree.measure, self.root),
+            functools.partial(tree.measure, self.root, accounting),
             limit_bytes=disk_limit_bytes,
             check_interval=disk_check_interval,
             clock=clock,
+            accounting=accounting,
         )
 
     # -- volume directory ------------------------------------------------------------------------
@@ -103,6 +109,13 @@ class Volume(QuotaDelegate):
             give(fd, self._owner)
         finally:
             os.close(fd)
+
+    def remove_leftovers(self) -> int:
+        """
+        Remove the temporary files and half-removed trees a crash left (`tree.remove_leftovers`;
+        at boot only).  Returns how many entries went.
+        """
+        return tree.remove_leftovers(self.root)
 
     def remove_root(self) -> None:
         """
@@ -208,6 +221,18 @@ class Volume(QuotaDelegate):
             raise NotFound(clean)
         return st
 
+    def follow_stat(self, path: str) -> os.stat_result:
+        """
+        The status of the entry, a final symlink followed when its text is relative and stays
+        inside the volume (`walk.entry`); escaping or absolute link text is `NotFound`.
+        """
+        clean, parts = split_path(path)
+        with walk.entry(self.root, clean, parts) as (directory, name):
+            st = os.fstat(directory) if name is None else lstat_at(directory, name)
+        if st is None:
+            raise NotFound(clean)
+        return st
+
     def stat(self, path: str) -> os.stat_result:
         """
         Like `lstat`, but a final symlink is `NotFound` (it is never followed).
@@ -285,22 +310,25 @@ class Volume(QuotaDelegate):
         Remove a file, a symlink (never its target) or a directory tree, and subtract the regular
         file bytes removed from the usage.
 
-        :return: the regular-file bytes removed.
+        :return: the usage charged to what was removed (`quota.charge`).
         :raises NotFound: missing, escaping, or the volume root.
         """
         clean, parts = split_path(path)
         if not parts:
             raise NotFound(clean)
         with self._directory(clean, parts[:-1]) as parent:
-            freed = tree.remove_at(parent, parts[-1])
+            freed = tree.remove_at(parent, parts[-1], self._accounting)
         if freed is None:
             raise NotFound(clean)
         self.add_usage(-freed)
         return freed
 
-    def rename(self, src: str, dst: str, *, check_denylist: bool = True) -> None:
+    def rename(self, src: str, dst: str, *, check_denylist: bool = True,
+               replace: bool = False) -> None:
         """
-        Move an entry (a symlink itself, a directory with its contents) without overwriting.
+        Move an entry (a symlink itself, a directory with its contents) without overwriting, or
+        with ``replace`` as ``rename(2)`` does (an existing file, link or empty directory is
+        replaced; the usage drops by a replaced file's size).
 
         Missing parents of ``dst`` are created (0755, chowned).  Identical paths do nothing.
         :raises Denied: either path is on the egg denylist.
@@ -328,8 +356,10 @@ class Volume(QuotaDelegate):
             created: list[tuple[int, str]] = []
             try:
                 with self._directory(dst_clean, dst_parts[:-1], created) as dst_parent:
-                    if lstat_at(dst_parent, dst_name) is not None:
+                    existing = lstat_at(dst_parent, dst_name)
+                    if existing is not None and not replace:
                         raise AlreadyExists(dst_clean)
+                    moving = lstat_at(src_parent, src_name)
                     try:
                         os.rename(src_name, dst_name, src_dir_fd=src_parent, dst_dir_fd=dst_parent)
                     except OSError as e:
@@ -340,6 +370,10 @@ class Volume(QuotaDelegate):
                         if e.errno == errno.ENOENT:
                             raise NotFound(src_clean) from None
                         raise translate_error(e, dst_clean) from None
+                    if (existing is not None and _stat.S_ISREG(existing.st_mode) and moving
+                            and (moving.st_dev, moving.st_ino) != (existing.st_dev,
+                                                                   existing.st_ino)):
+                        self.add_usage(-existing.st_size)
             except BaseException:
                 release_created(created, undo=True)
                 raise
@@ -359,12 +393,14 @@ class Volume(QuotaDelegate):
         append: bool = False,
         mode: int = FILE_MODE,
         check_denylist: bool = True,
+        make_parents: bool = False,
     ) -> FileHandle:
         """
         Open a regular file for positional reads and/or writes (`wings_twisted.fs.handles`).
 
         ``create``, ``truncate`` and ``append`` need ``write``, ``exclusive`` needs ``create``
-        (`ValueError` otherwise).  Missing parent directories are not created.  A created file gets
+        (`ValueError` otherwise).  Missing parent directories are created (0755, chowned) only with
+        ``make_parents`` (and removed again if the open fails).  A created file gets
         ``mode & 0o7777`` and the volume's owner; ``truncate`` credits the bytes freed.
         :raises Denied: on the egg denylist (checked first).
         :raises NotFound: missing without ``create``, escaping, a missing parent, a final symlink.
@@ -378,11 +414,19 @@ class Volume(QuotaDelegate):
             self.check_denied(clean)
         if not parts:
             raise IsDirectory(clean)
-        with self._directory(clean, parts[:-1]) as parent:
-            return handles.open_at(
-                parent, parts[-1], clean, self._quota, self._owner, read=read, write=write,
-                create=create, exclusive=exclusive, truncate=truncate, append=append, mode=mode,
-            )
+        created: list[tuple[int, str]] | None = [] if make_parents else None
+        try:
+            with self._directory(clean, parts[:-1], created) as parent:
+                handle = handles.open_at(
+                    parent, parts[-1], clean, self._quota, self._owner, read=read, write=write,
+                    create=create, exclusive=exclusive, truncate=truncate, append=append,
+                    mode=mode,
+                )
+        except BaseException:
+            release_created(created or [], undo=True)
+            raise
+        release_created(created or [], undo=False)
+        return handle
 
     def setstat(
         self,
@@ -409,6 +453,21 @@ class Volume(QuotaDelegate):
                 parent, parts[-1], clean, self._quota, mode=mode, size=size,
                 atime_mtime=atime_mtime,
             )
+
+    def symlink(self, path: str, target: str, *, check_denylist: bool = True) -> None:
+        """
+        Create the symlink ``path`` whose text is ``target``, stored verbatim (`handles.symlink_at`).
+
+        :raises Denied: the link path is on the egg denylist.
+        :raises AlreadyExists: ``path`` exists, or is the root.
+        """
+        clean, parts = split_path(path)
+        if check_denylist:
+            self.check_denied(clean)
+        if not parts:
+            raise AlreadyExists(clean)
+        with self._directory(clean, parts[:-1]) as parent:
+            handles.symlink_at(parent, parts[-1], clean, target, self._owner)
 
     def readlink(self, path: str) -> str:
         """

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as _stat
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .paths import (
     DIR_FLAGS,
@@ -38,10 +39,11 @@ from .paths import (
     Owner,
     close_all,
     give,
+    lstat_at,
     translate_error,
 )
 
-__all__ = ["directory"]
+__all__ = ["directory", "entry"]
 
 
 def _open_root(root: str, clean: str) -> int:
@@ -64,6 +66,7 @@ def directory(
     *,
     owner: Owner = None,
     created: list[tuple[int, str]] | None = None,
+    mkdir: Callable[..., None] = os.mkdir,
 ) -> Iterator[int]:
     """
     The descriptor of the directory ``parts`` leads to from the volume ``root``, valid inside the
@@ -74,11 +77,47 @@ def directory(
     :param created: when given, missing directories are created (0755, chowned) and recorded in it
         as ``(duplicate of the parent descriptor, name)``, shallowest first; the caller releases
         them with `release_created`.
+    :param mkdir: ``os.mkdir`` (tests pass one that races with a remover).
     """
     stack = [_open_root(root, clean)]
     try:
-        _descend(stack, parts, clean, owner, created)
+        _descend(stack, parts, clean, owner, created, mkdir)
         yield stack[-1]
+    finally:
+        close_all(stack)
+
+
+@contextmanager
+def entry(root: str, clean: str, parts: Sequence[str]) -> Iterator[tuple[int, str | None]]:
+    """
+    The directory holding the entry ``parts`` leads to and the entry's name in it, valid inside
+    the ``with`` block, following a final symlink as well when its text is relative and stays
+    beneath the root (``sftp.md`` §6.2 ``STAT``): absolute or escaping link text is `Escapes`.
+
+    The name is ``None`` when the path ends at a directory (the root, or link text ending in
+    ``/``, ``.`` or ``..``): the descriptor is then that directory.  A missing final entry is
+    yielded as it is; the caller finds it missing.
+    """
+    stack = [_open_root(root, clean)]
+    try:
+        pending = list(parts)
+        hops = 0
+        while pending:
+            *above, last = pending
+            _descend(stack, above, clean, None, None)
+            if last in ("", ".", ".."):
+                _descend(stack, [last], clean, None, None)
+                break
+            st = lstat_at(stack[-1], last)
+            if st is None or not _stat.S_ISLNK(st.st_mode):
+                yield stack[-1], last
+                return
+            target = os.readlink(last, dir_fd=stack[-1])
+            hops += 1
+            if hops > MAX_LINK_HOPS or target == "" or target.startswith("/"):
+                raise Escapes(clean)
+            pending = target.split("/")
+        yield stack[-1], None
     finally:
         close_all(stack)
 
@@ -89,6 +128,7 @@ def _descend(
     clean: str,
     owner: Owner,
     created: list[tuple[int, str]] | None,
+    mkdir: Callable[..., None] = os.mkdir,
 ) -> None:
     """
     Walk ``parts`` as directories from ``stack[-1]``, pushing one descriptor per level.
@@ -134,7 +174,7 @@ def _descend(
                 if mkdir_attempts > 2 * MAX_DEPTH:
                     raise NotFound(clean) from None
                 try:
-                    os.mkdir(name, DIR_MODE, dir_fd=top)
+                    mkdir(name, DIR_MODE, dir_fd=top)
                 except FileExistsError:
                     pass
                 except OSError as mkdir_error:

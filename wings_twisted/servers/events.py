@@ -10,7 +10,9 @@ An ``Event`` carries its wire frame, encoded once however many sockets
 receive it (console fan-out to 100 browsers must not encode a line 100
 times).  Subscribers are called synchronously on the reactor thread in
 subscription order; a subscriber that raises is logged and skipped, never
-allowed to stop delivery to the others.
+allowed to stop delivery to the others.  Console sockets subscribe for
+*batches*: the lines of one reactor turn reach them together (one write
+per socket per turn instead of one per line), everything else as it comes.
 """
 
 from __future__ import annotations
@@ -61,21 +63,82 @@ def encode_frame(name: str, arg: str | None = None) -> bytes:
 
 Subscriber = Callable[[Event], None]
 
+#: Events a batch subscriber receives grouped per reactor turn: the
+#: high-volume lines.  Every other event flushes what is pending first, so a
+#: subscriber still sees all events in publication order.
+BATCHED = frozenset({"console output", "install output"})
+
+
+class Batch:
+    """
+    The batched events of one reactor turn, in order.  ``wire`` joins an
+    encoding of their frames once, however many subscribers send it.
+    """
+
+    __slots__ = ("events", "_wire", "_names")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._wire: bytes | None = None
+        self._names: frozenset[str] | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """
+        The distinct event names in the batch.
+        """
+        if self._names is None:
+            self._names = frozenset(event.name for event in self.events)
+        return self._names
+
+    def wire(self, encode: Callable[[bytes], bytes]) -> bytes:
+        """
+        ``encode(frame)`` of every event, concatenated; computed on the
+        first call only (every caller must pass the same encoding).
+        """
+        if self._wire is None:
+            self._wire = b"".join([encode(event.frame) for event in self.events])
+        return self._wire
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+BatchSubscriber = Callable[[Batch], None]
+
 
 class EventBus:
     """
     Ordered, synchronous publish/subscribe for one server.
+
+    :param schedule: runs a callable on a later reactor turn (``callLater(0,
+        ...)``); with it, batch subscribers get ``BATCHED`` events grouped
+        per turn.  Without it every subscriber gets every event at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, schedule: Callable[[Callable[[], None]], object] | None = None) -> None:
         self._subscribers: list[Subscriber] = []
+        self._batched: list[tuple[Subscriber, BatchSubscriber]] = []
+        self._schedule = schedule
+        self._pending: list[Event] = []
         self.closed = False
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+    def subscribe(self, subscriber: Subscriber, *,
+                  batch: BatchSubscriber | None = None) -> Callable[[], None]:
         """
-        Call ``subscriber(event)`` for every later event; return a function
-        that unsubscribes (idempotent).
+        Call ``subscriber(event)`` for every later event — or, given
+        ``batch`` and a scheduler, ``batch(Batch)`` for the ``BATCHED``
+        events of each turn and ``subscriber(event)`` for the others; return
+        a function that unsubscribes (idempotent).
         """
+        if batch is not None and self._schedule is not None:
+            entry = (subscriber, batch)
+            self._batched = self._batched + [entry]
+
+            def unsubscribe_batched() -> None:
+                self._batched = [e for e in self._batched if e is not entry]
+
+            return unsubscribe_batched
         self._subscribers = self._subscribers + [subscriber]
 
         def unsubscribe() -> None:
@@ -96,15 +159,45 @@ class EventBus:
                 subscriber(event)
             except Exception:
                 log.failure("An event subscriber failed on {event!r}", event=event)
+        if self._batched:
+            if name in BATCHED:
+                if not self._pending:
+                    assert self._schedule is not None  # batch subscribers need one
+                    self._schedule(self.flush)
+                self._pending.append(event)
+            else:
+                self.flush()
+                for subscriber, _ in self._batched:
+                    try:
+                        subscriber(event)
+                    except Exception:
+                        log.failure("An event subscriber failed on {event!r}", event=event)
         return event
 
+    def flush(self) -> None:
+        """
+        Deliver the pending batch now (the scheduled call, or before an
+        event that must follow it).
+        """
+        if not self._pending:
+            return
+        batch = Batch(self._pending)
+        self._pending = []
+        for _, deliver in self._batched:
+            try:
+                deliver(batch)
+            except Exception:
+                log.failure("An event subscriber failed on a batch of {count}", count=len(batch))
+
     def __len__(self) -> int:
-        return len(self._subscribers)
+        return len(self._subscribers) + len(self._batched)
 
     def close(self) -> None:
         """
-        Drop every subscriber; later publishes go nowhere (the server was
-        deleted).
+        Drop every subscriber and what is pending; later publishes go
+        nowhere (the server was deleted).
         """
         self.closed = True
         self._subscribers = []
+        self._batched = []
+        self._pending = []

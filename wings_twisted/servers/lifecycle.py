@@ -13,6 +13,7 @@ Whether a power action may run at all is the server's occupancy
 
 Decision: a suspended server is stopped with a one-minute budget; its
 sockets are closed with 4409 only when ``websocket.close_on_suspend`` is on.
+Its SFTP connections are always ended (sftp.md §4), as they are on deletion.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ async def sync(server: Server) -> None:
         server.update(settings, process)  # type: ignore[arg-type]
     except ServerConfigError as e:
         raise SyncError(str(e))
+    if server.suspended:
+        server.end_file_sessions("server suspended")
     env = server.environment
     if env is None:
         return
@@ -198,6 +201,7 @@ async def delete(server: Server) -> None:
     for task in list(server.tasks):
         task.cancel()
     server.close_sockets(1001, "server deleted")
+    server.end_file_sessions("server deleted")
     server.events.close()
     env = server.environment
     if env is not None:

@@ -19,6 +19,7 @@ the daemon is the ``ServerContext``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Callable, Coroutine, Mapping, Protocol
 
@@ -47,18 +48,48 @@ class ServerConfigError(ValueError):
     """
 
 
+#: Largest magnitude accepted for a number from the panel (JSON's safe
+#: integer range); anything larger is garbage, not a limit.
+MAX_PANEL_NUMBER = 2 ** 53
+
+
 def as_int(value: Any, default: int = 0) -> int:
     """
-    A panel number as an int (booleans, nulls and non-numbers give ``default``).
+    A panel number as an int (booleans, nulls and non-numbers give
+    ``default``); a non-finite number (``1e309``, ``NaN``) or one beyond
+    ``MAX_PANEL_NUMBER`` is a ``ServerConfigError`` (a panel failure), never
+    an ``OverflowError``.
     """
     if isinstance(value, bool) or value is None:
         return default
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ServerConfigError("the panel sent a non-finite number ({!r})".format(value))
     if isinstance(value, (int, float)):
-        return int(value)
-    try:
-        return int(str(value))
-    except ValueError:
-        return default
+        number = int(value)
+    else:
+        text = str(value).strip()
+        if len(text) > 20:
+            return default
+        try:
+            number = int(text)
+        except ValueError:
+            return default
+    if abs(number) > MAX_PANEL_NUMBER:
+        raise ServerConfigError("the panel sent an out-of-range number ({!r})".format(value))
+    return number
+
+
+def check_numbers(settings: Mapping[str, Any]) -> None:
+    """
+    Read every number of a server document the daemon uses, so that a bad
+    one is refused (``ServerConfigError``) before anything is applied.
+    """
+    build = as_mapping(settings.get("build"))
+    for key in ("memory_limit", "swap", "io_weight", "cpu_limit", "disk_space"):
+        as_int(build.get(key))
+    port = as_int(as_mapping(as_mapping(settings.get("allocations")).get("default")).get("port"))
+    if not 0 <= port <= 65535:
+        raise ServerConfigError("the panel sent an invalid port ({!r})".format(port))
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
@@ -79,6 +110,17 @@ class ConsoleSocket(Protocol):
     def close_socket(self, code: int, reason: str) -> None: ...
 
 
+class FileSession(Protocol):
+    """
+    An open SFTP connection as the server keeps it (``sftp.session.SftpUser``).
+    """
+
+    @property
+    def user_uuid(self) -> str: ...
+
+    def end(self, reason: str) -> None: ...
+
+
 class Server:
     """
     One server registered on this node.  ``environment`` is set by
@@ -95,8 +137,11 @@ class Server:
         self.settings: dict[str, Any] = {}
         self.process_configuration: dict[str, Any] = {}
         self.occupancy = Occupancy()
-        self.events = EventBus()
+        # Console lines reach the sockets once per reactor turn (events.Batch).
+        self.events = EventBus(lambda flush: context.clock.callLater(0, flush))
         self.sockets: set[ConsoleSocket] = set()
+        # SFTP connections, ended on suspension, deletion and deauthorisation (sftp.md §4).
+        self.file_sessions: set[FileSession] = set()
         self.crashed_at: float | None = None
         self.done = DoneMatcher(())
         self.environment: IEnvironment | None = None
@@ -121,6 +166,7 @@ class Server:
             raise ServerConfigError("settings must be an object")
         if not isinstance(process_configuration, Mapping):
             raise ServerConfigError("process_configuration must be an object")
+        check_numbers(settings)
         self.settings = dict(settings)
         self.process_configuration = dict(process_configuration)
         self.volume.set_denylist(self.denylist)
@@ -374,39 +420,14 @@ class Server:
             if user_uuid is None or socket.user_uuid == user_uuid:
                 socket.close_socket(code, reason)
 
-    def configuration(self) -> dict[str, Any]:
+    def end_file_sessions(self, reason: str, user_uuid: str | None = None) -> None:
         """
-        The ``configuration`` object of the details route (api.md §4.1).
+        End every SFTP connection to this server (or those of one user).
         """
-        s = self.settings
-        return {
-            "uuid": self.uuid,
-            "meta": s.get("meta", {"name": "", "description": ""}),
-            "suspended": self.suspended,
-            "invocation": s.get("invocation", ""),
-            "skip_egg_scripts": bool(s.get("skip_egg_scripts", False)),
-            "environment": s.get("environment", {}),
-            "labels": s.get("labels", {}),
-            "allocations": s.get("allocations", {}),
-            "build": s.get("build", {}),
-            "crash_detection_enabled": self.crash_detection_enabled,
-            "mounts": s.get("mounts", []),
-            "egg": s.get("egg", {}),
-            "container": s.get("container", {}),
-        }
-
-    def details(self) -> dict[str, Any]:
-        """
-        The body of ``GET /api/servers/{uuid}``.  Blocking (it may walk the
-        volume to refresh the disk usage): call through ``run_blocking``.
-        """
-        self.volume.usage()
-        return {
-            "state": self.state,
-            "is_suspended": self.suspended,
-            "utilization": self.snapshot(),
-            "configuration": self.configuration(),
-        }
+        for session in list(self.file_sessions):
+            if user_uuid is None or session.user_uuid == user_uuid:
+                self.file_sessions.discard(session)
+                session.end(reason)
 
 
 def _zero_sample() -> dict[str, Any]:

@@ -6,9 +6,10 @@ server that was running comes back after a restart of the daemon or host.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from twisted.logger import Logger
 
@@ -40,19 +41,45 @@ def read_states(path: str) -> dict[str, str]:
     return {str(k): v for k, v in data.items() if isinstance(v, str) and v in STATES}
 
 
-def write_states(path: str, states: Mapping[str, str]) -> None:
+def write_states(path: str, states: Mapping[str, str], *,
+                 write: Callable[[int, bytes], int] = os.write,
+                 fsync: Callable[[int], None] = os.fsync) -> None:
     """
-    Replace the file atomically (mode 0644).
+    Replace the file atomically and durably (mode 0644): the whole text is
+    written to a temporary file (short writes continued, a write that makes
+    no progress is an error), the file is fsynced, renamed over ``path``, and
+    the directory fsynced, so a crash or power loss leaves the old file or
+    the complete new one, never a truncated one.  On any error the temporary
+    file is removed and the old file stays.  ``write``/``fsync`` are for
+    tests.
     """
     directory = os.path.dirname(path) or "."
     temp = os.path.join(directory, ".states.json.tmp")
+    data = memoryview(json.dumps(dict(states), sort_keys=True).encode())
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        os.write(fd, json.dumps(dict(states), sort_keys=True).encode())
-        os.fchmod(fd, 0o644)
+        try:
+            while data:
+                written = write(fd, bytes(data))
+                if written <= 0:
+                    raise OSError(errno.EIO, "short write with no progress", temp)
+                data = data[written:]
+            os.fchmod(fd, 0o644)
+            fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fsync(dir_fd)
     finally:
-        os.close(fd)
-    os.replace(temp, path)
+        os.close(dir_fd)
 
 
 def restore_action(running: bool, recorded: str | None) -> str:

@@ -162,7 +162,7 @@ class DeauthorizeUserResource(JsonResource):
     ``POST /api/deauthorize-user``.
 
     :param on_deauthorize: called with the user UUID and the affected
-        servers after the sockets were closed (SFTP sessions).
+        servers after their sockets and SFTP connections were closed.
     """
 
     def __init__(self, node: Node, *,
@@ -190,6 +190,7 @@ class DeauthorizeUserResource(JsonResource):
         node.denials.deauthorize(user, [s.uuid for s in servers], node.clock.seconds())
         for server in servers:
             server.close_sockets(*DEAUTHORIZED, user_uuid=user)
+            server.end_file_sessions("user deauthorized", user_uuid=user)
         if self._on_deauthorize is not None:
             self._on_deauthorize(user, servers)
         request.setResponseCode(204)

@@ -106,7 +106,8 @@ class _DownloadResource(JsonResource):
     async def _serve(self, request: ApiRequest, *, head: bool) -> int | bytes:
         node = self._node
         request.setHeader(b"Access-Control-Expose-Headers", EXPOSE_HEADERS)
-        claims, server = verify_signed_token(node, query_arg(request, b"token"), self.kind)
+        claims, server = verify_signed_token(node, query_arg(request, b"token"), self.kind,
+                                             request)
         ranges = request.requestHeaders.getRawHeaders(b"Range")
         if not head:
             consume_token(node, request, claims, is_range=ranges is not None, resumable=True)

@@ -128,6 +128,9 @@ _FS_ERRORS: list[tuple[type[Exception], int, str]] = [
     (fs.QuotaExceeded, 400, "There is not enough disk space available to perform that action."),
     (fs.NameTooLong, 400, "Cannot perform that action: file name is too long."),
     (fs.SpecialFile, 400, "Cannot open files of this type."),
+    # [project] The node's own disk is full (ENOSPC/EDQUOT): 507 Insufficient Storage, a
+    # node-level failure the user can read, instead of a generic 500.
+    (fs.NoSpace, 507, "The node's disk is full: the file could not be written."),
 ]
 
 
@@ -249,9 +252,10 @@ def _render_value(request: Request, value: Any, *, finish: bool) -> int | bytes:
         body = write_json(request, request.code, value)
     if not finish:
         return body
-    if not body and request.code not in (204, 304) and not request.responseHeaders.hasHeader(
+    if request.code not in (204, 304) and not request.responseHeaders.hasHeader(
             b"Content-Length"):
-        request.setHeader(b"Content-Length", b"0")
+        # A known length, never a chunked body for a value we hold whole.
+        request.setHeader(b"Content-Length", b"%d" % len(body))
     if body and request.method != b"HEAD":
         request.write(body)
     request.finish()

@@ -9,7 +9,9 @@ file extras.  ``FilesResource`` dispatches on the route name through
   attachment.  Denylisted files are 403 (project).
 * ``GET files/list-directory?directory=`` (§5.2): stat objects.
 * ``GET files/stat?file=`` (§8.3), ``GET files/search?pattern=&directory=``
-  (§8.2), ``GET files/disk-usage`` (§8.5).
+  (§8.2; project: ``&content=<text>`` also finds regular files containing
+  that text — with it ``pattern`` may be left out), ``GET files/disk-usage``
+  (§8.5).  Searches stop after 10,000 results or 10 seconds.
 
 Every route reaches the volume only through ``fs`` (the sandboxed walk), in
 worker threads.  The modifying routes are in ``file_edits``, the line routes
@@ -18,6 +20,7 @@ in ``file_lines``, chunked uploads in ``chunked``, archives in ``archives``.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -36,12 +39,14 @@ from .errors import BadRequest, ErrorResource, JsonResource, NotFound
 from .file_edits import EDIT_ROUTES
 from .file_lines import LINE_ROUTES
 from .filebase import FileRoute, query_text, required_file
+from .pull import PULL_ROUTES
 from .ranges import content_disposition
 from .request import ApiRequest, query_arg
 
 #: Seconds a ``disk-usage`` answer may be old (§8.5).
 DISK_USAGE_MAX_AGE = 30.0
 SHORT_PATTERN = "Pattern must be at least 3 characters long"
+SHORT_CONTENT = "Content must be at least 3 characters long"
 
 
 def _open_with_mime(volume: Volume, path: str) -> tuple[int, os.stat_result, str]:
@@ -85,14 +90,18 @@ class ListDirectoryRoute(FileRoute):
     ``GET files/list-directory``.
     """
 
-    async def render_GET(self, request: ApiRequest) -> list[dict[str, Any]]:
+    async def render_GET(self, request: ApiRequest) -> bytes:
         """
-        The stat objects of the directory's entries.
+        The stat objects of the directory's entries, encoded in the worker
+        thread too (10,000 entries are megabytes of JSON).
         """
         directory = query_text(request, b"directory") or ""
-        entries: list[dict[str, Any]] = await self.blocking(
-            list_directory, self.game_server.volume, directory)
-        return entries
+        volume = self.game_server.volume
+        body: bytes = await self.blocking(
+            lambda: json.dumps(list_directory(volume, directory),
+                               separators=(",", ":")).encode("utf-8"))
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        return body
 
 
 class StatRoute(FileRoute):
@@ -111,22 +120,27 @@ class StatRoute(FileRoute):
 
 class SearchRoute(FileRoute):
     """
-    ``GET files/search`` (fork, Pelican).
+    ``GET files/search`` (fork, Pelican; ``content`` is this project's).
     """
 
     async def render_GET(self, request: ApiRequest) -> list[dict[str, Any]]:
         """
-        Entries whose names match the pattern, below a directory.
+        Entries whose names match ``pattern`` and, with ``content``, regular
+        files containing that text, below ``directory``.
         """
-        pattern = query_text(request, b"pattern") or ""
-        if len(pattern) < 3:
+        pattern = query_text(request, b"pattern")
+        content = query_text(request, b"content")
+        if content is not None and len(content) < 3:
+            raise BadRequest(SHORT_CONTENT)
+        if (pattern is not None or content is None) and len(pattern or "") < 3:
             raise BadRequest(SHORT_PATTERN)
         directory = (query_text(request, b"directory") or "").rstrip("/")
         options = self.node.config.search
+        needle = None if content is None else content.encode("utf-8", "surrogateescape")
         found: list[dict[str, Any]] = await self.blocking(
             lambda: search(self.game_server.volume, directory, pattern,
                            blacklist=options.blacklisted_dirs,
-                           max_depth=options.max_recursion_depth))
+                           max_depth=options.max_recursion_depth, content=needle))
         return found
 
 
@@ -153,6 +167,7 @@ FILE_ROUTES: dict[bytes, type[FileRoute]] = {
     **EDIT_ROUTES,
     **LINE_ROUTES,
     **CHUNKED_ROUTES,
+    **PULL_ROUTES,
     **ARCHIVE_ROUTES,
 }
 

@@ -23,6 +23,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from ..auth.bearer import MissingBearer, WrongBearer, check_bearer
+from .channel import mark_authenticated
 from .errors import ApiError, ErrorResource, Forbidden, Unauthorized
 
 
@@ -38,6 +39,7 @@ def bearer_error(request: Request, token: str) -> ApiError | None:
         return Unauthorized()
     except WrongBearer:
         return Forbidden()
+    mark_authenticated(request)
     return None
 
 

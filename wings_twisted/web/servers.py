@@ -23,6 +23,7 @@ from twisted.web.server import Request
 from ..panel import PanelError
 from ..servers import install, lifecycle
 from ..servers.build import build_server
+from ..servers.details import details
 from ..servers.server import UUID_V4, Server, ServerConfigError
 from .body import read_object
 from ..websocket.protocol import ConsoleFactory
@@ -31,6 +32,7 @@ from ..node import Node
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound
 from .request import ApiRequest
 from ..files import FileServices
+from .channel import mark_authenticated
 from .files import FilesResource
 from .guard import BearerGuard
 from .lookup import ServerLookup
@@ -94,6 +96,9 @@ class ServerBranch(JsonResource):
         ``ws`` (the console), else the server's routes behind the guard.
         """
         if path == b"ws":
+            # The socket authenticates itself (websocket.auth_timeout): the upgrade
+            # leaves the per-IP count of unauthenticated HTTP connections.
+            mark_authenticated(request)
             return ConsoleBranch(self._node, self._segment, self._console)
         return self._guarded().getChildWithDefault(path, request)
 
@@ -120,7 +125,7 @@ class ServersResource(JsonResource):
         Every server's details (§3.3).
         """
         node = self._node
-        return await node.run_blocking(lambda servers: [s.details() for s in servers],
+        return await node.run_blocking(lambda servers: [details(s) for s in servers],
                                        list(node.registry))
 
     async def render_POST(self, request: ApiRequest) -> None:
@@ -176,7 +181,7 @@ class ServerResource(JsonResource):
         """
         State, utilization and configuration (§4.1).
         """
-        return await self._node.run_blocking(self._server.details)
+        return await self._node.run_blocking(details, self._server)
 
     async def render_DELETE(self, request: ApiRequest) -> None:
         """

@@ -10,13 +10,14 @@ from typing import Any
 from ..auth import InvalidToken, TokenKind
 from ..node import Node
 from ..servers.server import Server
+from .channel import mark_authenticated
 from .errors import NOT_FOUND_ON_SERVER, ApiError, InvalidTokenError
 from .request import ApiRequest
 
 
 
-def verify_signed_token(node: Node, token: bytes | None,
-                        kind: TokenKind) -> tuple[dict[str, Any], Server]:
+def verify_signed_token(node: Node, token: bytes | None, kind: TokenKind,
+                        request: ApiRequest | None = None) -> tuple[dict[str, Any], Server]:
     """
     Steps 1–7: the token's claims and the server it names.  Raises the 403
     (invalid token) or 404 (unknown server) ApiError.
@@ -29,6 +30,8 @@ def verify_signed_token(node: Node, token: bytes | None,
                              require_scope=config.tokens.require_scope)
     except InvalidToken:
         raise InvalidTokenError()
+    if request is not None:
+        mark_authenticated(request)
     server = node.registry.get(claims["server_uuid"])
     if server is None:
         raise ApiError(NOT_FOUND_ON_SERVER, status=404)

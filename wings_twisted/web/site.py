@@ -41,6 +41,7 @@ from ..files import FileServices
 from ..node import Node
 
 from ..websocket.protocol import ConsoleFactory
+from .channel import ApiChannel, ConnectionGuard
 from .console import DeauthorizeUserResource
 from .downloads import download_tree
 from .errors import ErrorResource, JsonResource, NotFound
@@ -98,6 +99,9 @@ class ApiSite(Site):
     """
 
     requestFactory = ApiRequest
+    # HTTP/1.1 only (downloads-uploads.md §7.3): the channel itself, not the
+    # generic HTTP/2-negotiating wrapper.
+    protocol = ApiChannel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, node: Node, *, body_sinks: BodySinks | None = None,
                  access_log: bool = False, reactor: IReactorTime | None = None,
@@ -108,14 +112,30 @@ class ApiSite(Site):
         :param reactor: runs the connection timers (default: the node's clock).
         """
         kwargs.setdefault("logFormatter", redacting_log_formatter)
+        api = node.config.api
+        kwargs.setdefault("timeout", api.idle_timeout or None)
         super().__init__(resource, reactor=reactor if reactor is not None else node.clock,
                          **kwargs)
         self.node = node
+        #: unauthenticated connections per client IP (channel.py)
+        self.guard = ConnectionGuard(api.max_unauthenticated_per_ip)
         self.access_log = access_log
         # (method, absolute path) -> the factory of the object that takes the
         # request body instead of request.content (ApiRequest.gotLength).
         self.body_sinks: BodySinks = {(method, b"/" + path): factory for (method, path), factory
                                       in (body_sinks or {}).items()}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        An ``ApiChannel`` with the configured timeouts and the per-IP guard.
+        """
+        channel = super().buildProtocol(addr)
+        if isinstance(channel, ApiChannel):
+            api = self.node.config.api
+            channel.guard = self.guard
+            channel.header_timeout = api.header_timeout
+            channel.keepalive_timeout = api.keepalive_timeout
+        return channel
 
     def log(self, request: http.Request) -> None:
         """

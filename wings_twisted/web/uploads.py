@@ -20,8 +20,10 @@ How a request flows:
    writes on a worker thread, in order, and pauses the connection (registered
    on it as its producer) while too much waits for the disk, so memory stays
    bounded whatever the upload's size.
-3. The per-file ``api.upload_limit`` is enforced here as bytes arrive; the
-   quota by the volume on every write.  Any failure aborts the current part
+3. The per-file ``api.upload_limit`` is enforced here as bytes arrive, and
+   ``api.upload_max_files`` file parts per request [project]; the quota by the
+   volume on every write (bytes written so far are reserved against the
+   limit until the part commits, so concurrent uploads cannot overrun it).  Any failure aborts the current part
    (temporary file and the directories made for it removed) and stops further
    parts; parts that completed earlier stay.  A client that disconnects has
    its current part aborted the same way (``close`` closes the spool).
@@ -47,6 +49,7 @@ from twisted.web.http import RESPONSES
 from ..auth import UPLOAD
 from ..servers.server import Server
 from ..streams.spool import Spool
+from .channel import BodyProducer
 from .errors import ApiError, BadRequest, JsonResource, to_api_error
 from .formdata import (base_name, clean_directory, latin1_to_text, multipart_boundary,
                        part_file, valid_name)
@@ -62,6 +65,7 @@ DISCARD_LIMIT = 64 * MIB
 FORM_ERROR = "Failed to get multipart form data from request."
 NO_FILES = "No files were found on the request body."
 INVALID_NAME = "Invalid file name."
+TOO_MANY_FILES = "Too many files in one upload: at most {} are accepted per request."
 
 
 class UploadSink:
@@ -107,11 +111,13 @@ class UploadSink:
         self._spool = Spool(node.run_blocking)
         # The spool pauses the connection while the disk lags behind.
         # A TCP transport is a push producer (it pauses its reads).
-        self._spool.registerProducer(cast(IPushProducer, transport_of(request)), True)
+        # Through BodyProducer: the channel's idle timeout waits while we pause.
+        self._spool.registerProducer(
+            BodyProducer(cast(IPushProducer, transport_of(request)), request.channel), True)
 
     def _check_headers(self, token: bytes) -> None:
         node = self._node
-        self.claims, self.server = verify_signed_token(node, token, UPLOAD)
+        self.claims, self.server = verify_signed_token(node, token, UPLOAD, self._request)
         consume_token(node, self._request, self.claims, is_range=False, resumable=False)
         self.server.check_writable()
         content_type = self._request.requestHeaders.getRawHeaders(b"Content-Type")
@@ -122,6 +128,7 @@ class UploadSink:
                                            max_header_count=16)
         self.limit_mib = node.config.api.upload_limit
         self.limit = self.limit_mib * MIB
+        self.max_files = node.config.api.upload_max_files
 
     # the file-like surface requestReceived and Request use
 
@@ -211,6 +218,8 @@ class UploadSink:
             return  # not a file: its bytes find no current part and are dropped
         name = base_name(filename)
         self._files += 1
+        if self._files > self.max_files:
+            raise BadRequest(TOO_MANY_FILES.format(self.max_files))
         if not valid_name(name):
             raise BadRequest(INVALID_NAME)
         self._part = name

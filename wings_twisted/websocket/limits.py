@@ -47,7 +47,10 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+if TYPE_CHECKING:
+    from ..servers.events import Batch
 
 #: Largest decoded inbound message (project, §1.4).
 MAX_MESSAGE = 32768
@@ -294,8 +297,10 @@ class Outlet:
     """
 
     def __init__(self, send: Callable[[bytes], None], overflow: Callable[[], None], *,
-                 max_lines: int = 256, max_other: int = 1024) -> None:
+                 max_lines: int = 256, max_other: int = 1024,
+                 send_many: Callable[[Batch], None] | None = None) -> None:
         self._send = send
+        self._send_many = send_many
         self._overflow = overflow
         self._box = Outbox(max_lines=max_lines, max_other=max_other)
         self._paused = False
@@ -329,6 +334,19 @@ class Outlet:
         elif not self._box.push(frame, kind):
             self._dead = True
             self._overflow()
+
+    def write_batch(self, batch: Batch, kind: str) -> None:
+        """
+        Send every frame of ``batch`` now (in one write where the channel
+        can), or queue each as ``kind``.
+        """
+        if self._dead:
+            return
+        if not self._paused and not len(self._box) and self._send_many is not None:
+            self._send_many(batch)
+            return
+        for event in batch.events:
+            self.write(event.frame, kind)
 
     def pause(self) -> None:
         """

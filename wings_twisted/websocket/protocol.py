@@ -49,6 +49,7 @@ from twisted.web import http
 from zope.interface import implementer
 
 from ..node import Node
+from ..servers.events import Batch
 from ..servers.lifecycle import power
 from ..servers.server import Server
 from .session import Session
@@ -117,6 +118,23 @@ class _Channel:
             transport.write(prepared.payloadHybi)
         else:
             protocol.sendPreparedMessage(prepared)
+
+    def send_batch(self, batch: Batch) -> None:
+        protocol = self._protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return
+        transport = protocol.transport
+        if transport is not None and protocol._perMessageCompress is None \
+                and not protocol.send_queue:
+            # Framed once per batch, whatever the number of sockets.
+            transport.write(batch.wire(self._encode))
+        else:
+            for event in batch.events:
+                protocol.sendPreparedMessage(protocol.factory.prepared(event.frame))
+
+    def _encode(self, payload: bytes) -> bytes:
+        framed: bytes = self._protocol.factory.prepareMessage(payload).payloadHybi
+        return framed
 
     def close(self, code: int, reason: str) -> None:
         protocol = self._protocol

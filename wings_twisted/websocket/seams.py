@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
-from ..servers.events import EventBus
+from ..servers.events import Batch, EventBus
 from ..servers.occupancy import Occupancy
 
 if TYPE_CHECKING:
@@ -23,10 +23,13 @@ PowerAction = Callable[[str], "Deferred[None]"]
 class Channel(Protocol):
     """
     What a session writes to: one websocket connection (``send`` a text
-    frame, ``close`` with a code and reason, ``drop`` without a close frame).
+    frame, ``send_batch`` the frames of an event batch, ``close`` with a
+    code and reason, ``drop`` without a close frame).
     """
 
     def send(self, frame: bytes) -> None: ...
+
+    def send_batch(self, batch: Batch) -> None: ...
 
     def close(self, code: int, reason: str) -> None: ...
 

@@ -74,7 +74,7 @@ from twisted.python.failure import Failure
 from ..auth import WEBSOCKET, ExpiredToken, InvalidToken
 from ..config import Config
 from ..environment import EnvironmentError as EnvError
-from ..servers.events import Event, encode_frame
+from ..servers.events import Batch, Event, encode_frame
 from ..servers.power import ACTIONS, LOCK_BUSY_TEXT, PowerError, PowerLocked, UnknownPowerAction
 from ..auth.denials import EXP_INVALID, Denials, has_permission, token_error
 from .limits import MAX_MESSAGE, OTHER, MessageLimits, Outlet, kind_of, parse_message
@@ -163,7 +163,7 @@ class Session:
         self._closed = False
         self._busy = False
         self._backlog: deque[tuple[bytes, bool]] = deque()
-        self._outlet = Outlet(channel.send, self._overflowed)
+        self._outlet = Outlet(channel.send, self._overflowed, send_many=channel.send_batch)
         self._limits = MessageLimits()
         self._auth_timer: IDelayedCall | None = None
         self._ticker: LoopingCall | None = None
@@ -365,7 +365,7 @@ class Session:
             self._auth_timer.cancel()
         self._auth_timer = None
         server.sockets.add(self)
-        self._unsubscribe = server.events.subscribe(self._on_event)
+        self._unsubscribe = server.events.subscribe(self._on_event, batch=self._on_batch)
         ticker = self._ticker = LoopingCall(self._tick)
         ticker.clock = self._clock
         ticker.start(TICK_SECONDS, now=False).addErrback(
@@ -498,24 +498,49 @@ class Session:
         """
         Deliver one event: token check, permission filters, write.
         """
-        if self._closed:
+        if self._closed or self._refused_by_token():
             return
+        if self._may_see(event.name):
+            self._write(event.frame, kind_of(event.name))
+
+    def _on_batch(self, batch: Batch) -> None:
+        """
+        Deliver the lines of one reactor turn: one token check, and one
+        write of frames framed once for every socket when every line may be
+        seen (the usual case); else line by line.
+        """
+        if self._closed or self._refused_by_token():
+            return
+        if all(self._may_see(name) for name in batch.names):
+            self._outlet.write_batch(batch, kind_of(batch.events[0].name))
+            return
+        for event in batch.events:
+            if self._may_see(event.name):
+                self._write(event.frame, kind_of(event.name))
+
+    def _refused_by_token(self) -> bool:
+        """
+        The per-event token check (§5.4): when it fails, a bare ``jwt error``
+        replaces the event (collapsed to one a second while the text stays).
+        """
         error = self._token_error()
-        if error is not None:
-            now = self._clock.seconds()
-            last = self._last_jwt_error
-            if last is not None and last[0] == error and now - last[1] < JWT_ERROR_INTERVAL:
-                return
+        if error is None:
+            return False
+        now = self._clock.seconds()
+        last = self._last_jwt_error
+        if last is None or last[0] != error or now - last[1] >= JWT_ERROR_INTERVAL:
             self._last_jwt_error = (error, now)
             self._write(encode_frame("jwt error", error), OTHER)
-            return
-        name = event.name
+        return True
+
+    def _may_see(self, name: str) -> bool:
+        """
+        The outbound permission filters (§6.1).
+        """
         required = EVENT_PERMISSIONS.get(name)
         if required is None and name.startswith("backup completed"):
             required = "backup.read"
-        if required is not None and not self.has_permission(required):
-            return
-        self._write(event.frame, kind_of(name))
+        return required is None or self.has_permission(required)
 
     def _write(self, frame: bytes, kind: str) -> None:
         if not self._closed:
