@@ -31,6 +31,7 @@ setup(
         "wings_twisted.devpanel",
         "wings_twisted.eggconfig",
         "wings_twisted.environment",
+        "wings_twisted.environment.docker",
         "wings_twisted.files",
         "wings_twisted.fs",
         "wings_twisted.servers",

@@ -270,6 +270,7 @@ class FakeEnvironment:
     """
 
     kind = "fake"
+    outlives_daemon = False
 
     def __init__(self) -> None:
         self.state = "offline"

@@ -11,9 +11,10 @@ are started again, four at a time), start what waits for boot (the SFTP
 listener), then ``POST /servers/reset`` in the background.
 
 At shutdown ``states.json`` is written first, then every running process
-is stopped the way its egg says (ten seconds, then killed): processes of
-the process environment cannot outlive the daemon, and the file must
-record them as running so the next boot starts them again.
+that cannot outlive the daemon (``IEnvironment.outlives_daemon``: the
+process environment's) is stopped the way its egg says (ten seconds, then
+killed), and the file records it as running so the next boot starts it
+again.  Containers keep running; the next boot adopts them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from .environment import EnvironmentError as EnvError
 from .node import Node
 from .panel import PanelError
 from .servers.build import build_server
@@ -188,6 +190,10 @@ class WingsService(MultiService):
     async def _restore(self, server: Server, recorded: str | None) -> None:
         try:
             running = await server.is_running()
+        except EnvError as e:
+            log.warn("Checking whether {uuid} runs failed: {error}", uuid=server.uuid,
+                     error=str(e))
+            running = False
         except Exception:
             log.failure("Checking whether {uuid} runs failed", uuid=server.uuid)
             running = False
@@ -198,9 +204,11 @@ class WingsService(MultiService):
                          state=recorded)
                 await power(server, "start")
             elif action == "adopt" and server.environment is not None:
-                server.environment.set_state("running")
+                # start() of a running process adopts it: state running,
+                # output and stats re-attached (IEnvironment.start).
+                await server.environment.start()
                 await sync(server)
-        except (PowerError, SyncError) as e:
+        except (PowerError, SyncError, EnvError) as e:
             log.error("Restoring the state of {uuid} failed: {error}", uuid=server.uuid,
                       error=str(e))
         except Exception:
@@ -218,7 +226,8 @@ class WingsService(MultiService):
             except OSError as e:
                 log.error("Writing states.json failed: {error}", error=str(e))
         stops = [Deferred.fromCoroutine(_stop_at_shutdown(server)) for server in node.registry
-                 if server.environment is not None and server.state != "offline"]
+                 if server.environment is not None and server.state != "offline"
+                 and not server.environment.outlives_daemon]
         d: Deferred[Any] = DeferredList(stops, consumeErrors=True)
         d.addCallback(lambda _: super(WingsService, self).stopService())
         return d

@@ -48,7 +48,7 @@ from .blocking import RunBlocking, thread_pool_runner
 from .config import Config, ConfigError, check_for_boot, load_config
 from .config import ensure_directories as _ensure_directories
 from .environment.docker import DockerClient, DockerError
-from .environment.factories import ProcessEnvironments, no_environment
+from .environment.factories import DockerEnvironments, ProcessEnvironments, no_environment
 from .logs import LogFile, start_file_logging
 from .node import Node, Outgoing
 from .panel import PanelClient
@@ -168,13 +168,17 @@ def listen_description(config: Config) -> str:
 
 
 def environment_factory(driver: str, *, reactor: IReactor, config: Callable[[], Config],
-                        run_blocking: RunBlocking) -> EnvironmentFactory:
+                        run_blocking: RunBlocking,
+                        docker: DockerClient | None = None) -> EnvironmentFactory:
     """
     The environment factory of ``environment.driver``: process environments
-    sharing one cgroup hierarchy, or none (Docker comes with a later issue).
+    sharing one cgroup hierarchy, Docker environments sharing the engine
+    client ``docker``, or none (the Docker driver without a client).
     """
     if driver == "process":
         return ProcessEnvironments(reactor=reactor, config=config, run_blocking=run_blocking)
+    if driver == "docker" and docker is not None:
+        return DockerEnvironments(client=docker, config=config, run_blocking=run_blocking)
     return no_environment
 
 
@@ -239,12 +243,14 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
     def live_config() -> Config:
         return node.config if node is not None else config
 
+    make_environment = environment_factory(config.environment.driver, reactor=reactor,
+                                           config=live_config, run_blocking=run_blocking,
+                                           docker=docker)
+
     node = Node(config, clock=reactor, run_blocking=run_blocking, panel=panel,
                 activity=activity, config_path=config_path, docker=docker,
                 cooperator=cooperator,
-                make_environment=environment_factory(config.environment.driver, reactor=reactor,
-                                                     config=live_config,
-                                                     run_blocking=run_blocking),
+                make_environment=make_environment,
                 outgoing=Outgoing(reactor, reactor.nameResolver, policy))
 
     if fatal is None:
@@ -258,7 +264,11 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
     service = WingsService(node, fatal=fatal, after_boot=[sftp.start])
     ThreadPoolService(pool).setServiceParent(service)
     sftp.setServiceParent(service)
-    if docker is not None:
+    if isinstance(make_environment, DockerEnvironments):
+        # Checks the engine at boot; at shutdown lets go of the containers
+        # (they keep running) and closes the client.
+        make_environment.setServiceParent(service)
+    elif docker is not None:
         _Closing(docker.close).setServiceParent(service)
     _Closing(lambda: _stopped(cooperator)).setServiceParent(service)
     site = build_site(node, access_log=debug or config.debug, reactor=reactor)

@@ -286,4 +286,5 @@ class ThrottleTests(ConsoleTestCase):
         client.send("send command", "pace 10 5")
         await client.until("console output", "pace 0", timeout=30)
         client.send("send command", "say still here")
-        await client.until("console output", "[Server] still here")
+        # The game answers once its 5-second pace is over.
+        await client.until("console output", "[Server] still here", timeout=30)

@@ -1,8 +1,10 @@
 """
 The Docker Engine API client against real engines on the real reactor: an
-unreachable unix socket, and podman's Docker-compatible API (bounded,
-stopped in a cleanup; skipped only outside CI when podman cannot be
-installed).  The unit half is ``tests/unit/test_docker.py``.
+unreachable unix socket, and podman's Docker-compatible API started by the
+repository's ``tools/podman-engine.sh`` (bounded, stopped in a cleanup;
+skipped only outside CI when podman is not installed).  The unit half is
+``tests/unit/test_docker.py``; the Docker environment end to end is
+``test_docker_daemon.py``.
 """
 
 from __future__ import annotations
@@ -12,76 +14,15 @@ import shutil
 import tempfile
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from wings_twisted.environment.docker import (
     DockerClient,
     DockerError,
 )
 
-from ..support import REPO
 from ..unit.test_docker import EXPECTED_DOCKER
-
-# --- Integration: the real reactor -----------------------------------------
-
-START_TIMEOUT = 240.0
-STOP_TIMEOUT = 60.0
-
-
-def podman_script() -> str | None:
-    """
-    ``podman-engine.sh``: beside the repository (CI's layout), else the
-    development machine's copy.
-    """
-    for path in (os.path.join(os.path.dirname(REPO), "shared", "tools", "podman-engine.sh"),
-                 "/work/shared/tools/podman-engine.sh"):
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-class _Script(ProcessProtocol):
-    """
-    Collects a script's output; ``ended`` fires with its exit code.
-    """
-
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended: Deferred[int | None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        if not self.ended.called:
-            self.ended.callback(reason.value.exitCode)
-
-
-async def run_script(reactor: Any, args: list[str], timeout: float) -> tuple[int | None, str]:
-    """
-    Run ``sh args...`` to completion within ``timeout`` seconds (killed
-    after that); return its exit code and output.
-    """
-    script = _Script()
-    process = reactor.spawnProcess(script, "/bin/sh", ["/bin/sh"] + args, env=dict(os.environ))
-    process.closeStdin()
-    try:
-        code = await script.ended.addTimeout(timeout, reactor)
-    except Exception:
-        try:
-            process.signalProcess("KILL")
-        except ProcessExitedAlready:
-            pass
-        raise
-    return code, (script.out + script.err).decode("utf-8", "replace")
+from .engine import START_TIMEOUT, STOP_TIMEOUT, start_podman
 
 
 class EngineSocketTests(TestCase):
@@ -118,32 +59,10 @@ class PodmanEngineTests(TestCase):
 
     async def start_engine(self, reactor: Any) -> str:
         """
-        Start podman in a fresh state directory (stopped in a cleanup) and
-        return its socket; skip outside CI when it cannot be had.
+        Start podman (stopped in a cleanup) and return its socket.
         """
-        in_ci = bool(os.environ.get("CI"))
-        script = podman_script()
-        if script is None:
-            if in_ci:
-                self.fail("podman-engine.sh not found beside the repository")
-            raise SkipTest("podman-engine.sh not found")
-        state = tempfile.mkdtemp(prefix="wings-podman-")
-
-        async def stop() -> None:
-            code, output = await run_script(reactor, [script, "stop", state], STOP_TIMEOUT)
-            shutil.rmtree(state, ignore_errors=True)
-            if code != 0:
-                self.fail("podman-engine.sh stop failed ({}):\n{}".format(code, output))
-
-        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-        code, output = await run_script(reactor, [script, "start", state], START_TIMEOUT)
-        lines = output.strip().splitlines()
-        if code != 0 or not lines or not lines[-1].endswith(".sock"):
-            message = "podman engine unavailable (exit {}):\n{}".format(code, output[-2000:])
-            if in_ci:
-                self.fail(message)
-            raise SkipTest(message)
-        return lines[-1]
+        engine = await start_podman(reactor, self.addCleanup)
+        return engine.socket
 
     async def test_engine_info(self) -> None:
         """

@@ -107,6 +107,8 @@ class RecordingListener:
         self.states: list[str] = []
         self.lines: list[str] = []
         self.samples: list[Any] = []
+        self.notices: list[str] = []
+        self.progress_lines: list[str] = []
         self._waits: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
     def state_changed(self, old: str, new: str) -> None:
@@ -119,6 +121,14 @@ class RecordingListener:
 
     def stats(self, sample: Any) -> None:
         self.samples.append(sample)
+        self._check()
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+        self._check()
+
+    def progress(self, line: str) -> None:
+        self.progress_lines.append(line)
         self._check()
 
     def _check(self) -> None:
@@ -205,6 +215,40 @@ class ProcessEnvironmentTests(EnvTestMixin, TestCase):
     """
     Start, output, commands, stop and exit of real child processes.
     """
+
+    async def test_start_waits_for_the_leftover_sweep(self) -> None:
+        """
+        A start that arrives while the boot's look for leftovers of a previous daemon run is
+        still under way waits for it: the sweep can never take the new process for a leftover
+        and kill it (before: the game was stopped right after it started and counted as a
+        crash).
+        """
+        from wings_twisted.environment.leftovers import stop_leftovers
+
+        environment, listener = self.make_env(ECHO_EGG)
+        held: list[Deferred[Any]] = []
+
+        def run_blocking(fn: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+            if fn is stop_leftovers:
+                d: Deferred[Any] = Deferred()
+                held.append(d)
+                d.addCallback(lambda _: fn(*args, **kwargs))
+                return d
+            return run_inline(fn, *args, **kwargs)
+
+        environment._run_blocking = run_blocking  # type: ignore[attr-defined]
+        running = environment.is_running()
+        started = environment.start()
+        self.assertEqual(listener.states, [])
+        self.assertFalse(started.called)
+        self.assertEqual(len(held), 1)
+        held[0].callback(None)
+        self.assertFalse(await running)
+        await started
+        await listener.line("Done (ready)")
+        self.assertEqual(listener.states[0], "starting")
+        self.assertNotIn("offline", listener.states)
+        self.assertTrue(await environment.is_running())
 
     def test_provides_interface(self) -> None:
         """

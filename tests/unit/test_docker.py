@@ -41,7 +41,7 @@ from wings_twisted.environment.docker import (
 )
 from wings_twisted.web.system import ENGINE_UNREACHABLE, SystemResource, os_pretty_name
 
-from ..support import Harness, make_config
+from ..support import Expect, Harness, ScriptedPeer, make_config
 
 # Shaped like Docker 24.0.7's answers (Docker Engine API v1.43), trimmed.
 VERSION: dict[str, Any] = {
@@ -458,6 +458,23 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertEqual(node.docker.where, "unix:///run/engine.sock")
         self.assertIsNone(self.build("process", {"DOCKER_HOST": "unix:///run/engine.sock"}).docker)
 
+    def test_docker_environments_injected(self) -> None:
+        """
+        With the Docker driver the environment factory is the Docker one,
+        sharing the node's client, and runs as a service of the daemon
+        (engine check at boot, letting go of containers at shutdown).
+        """
+        from wings_twisted.environment.factories import DockerEnvironments
+
+        config = make_config(FilePath(self.mktemp()), environment={"driver": "docker"})
+        service = tap.build_service(config, MemoryReactorClock(), listen="tcp:0",
+                                    fatal=lambda m: None,
+                                    environ={"DOCKER_HOST": "unix:///run/engine.sock"})
+        factory = service.node.make_environment
+        self.assertIsInstance(factory, DockerEnvironments)
+        self.assertIs(factory.engine.client, service.node.docker)
+        self.assertIn(factory, list(service))
+
     def test_unsupported_docker_host(self) -> None:
         """
         An unusable ``DOCKER_HOST`` stops the build with a ``DockerError``
@@ -530,3 +547,65 @@ class DockerSystemTests(SynchronousTestCase):
                          "Alpine v3.19")
         self.assertEqual(os_name('NAME="Alpine Linux"\n'), "Alpine Linux")
         self.assertEqual(os_name("ID=alpine\n"), "Debian GNU/Linux 12 (bookworm)")
+
+
+class ScriptedEngineTests(SynchronousTestCase):
+    """
+    Exact Engine API exchanges, scripted with ``ScriptedPeer``.
+    """
+
+    def test_pull_sends_registry_auth(self) -> None:
+        """
+        A pull asks ``/images/create`` with the image and tag as query and
+        the matching registry's credentials in ``X-Registry-Auth``; the
+        progress lines arrive as ``"<status> <progress>"``.
+        """
+        from wings_twisted.environment.docker.images import pull
+        from wings_twisted.environment.docker.spec import registry_auth
+
+        config = make_config(FilePath(self.mktemp()), docker={"registries": {
+            "registry.test": {"username": "u", "password": "p"}}})
+        auth = registry_auth("registry.test/game:17", config)
+        assert auth is not None
+        progress = b'{"status":"Pulling fs layer"}\r\n{"status":"Downloading","progress":"[=>]"}\r\n'
+        peer = ScriptedPeer([Expect(
+            "POST", "http://docker/v1.41/images/create",
+            params={b"fromImage": [b"registry.test/game"], b"tag": [b"17"]},
+            headers={b"X-Registry-Auth": [auth.encode()]}, body=progress)])
+        client = DockerClient(peer.treq, Clock(), api_version="1.41")
+        lines: list[str] = []
+        with peer.consumed(self.fail):
+            d = Deferred.fromCoroutine(pull(client, "registry.test/game:17", config, lines.append))
+            peer.treq.flush()
+            self.successResultOf(d)
+        self.assertEqual(lines, ["Pulling fs layer", "Downloading [=>]"])
+
+    def test_kill_answers(self) -> None:
+        """
+        ``kill`` of a stopped container is "nothing to kill" for Docker's
+        409 and podman's 500 alike; other errors are raised.
+        """
+        from wings_twisted.environment.docker.engine import Engine
+
+        config = make_config(FilePath(self.mktemp()))
+        url = "http://docker/v1.41/containers/s1/kill"
+        peer = ScriptedPeer([
+            Expect("POST", url, status=409, body=b'{"message":"Container s1 is not running"}',
+                   params={b"signal": [b"SIGKILL"]}),
+            Expect("POST", url, status=500, params={b"signal": [b"SIGKILL"]},
+                   body=b'{"cause":"container state improper","message":"can only kill '
+                        b'running containers: container state improper","response":500}'),
+            Expect("POST", url, status=500, body=b'{"message":"runtime exploded"}',
+                   params={b"signal": [b"SIGKILL"]}),
+        ])
+        engine = Engine(DockerClient(peer.treq, Clock(), api_version="1.41"), lambda: config)
+        with peer.consumed(self.fail):
+            for _ in range(2):
+                d = Deferred.fromCoroutine(engine.kill("s1", "SIGKILL"))
+                peer.treq.flush()
+                self.assertFalse(self.successResultOf(d))
+            d = Deferred.fromCoroutine(engine.kill("s1", "SIGKILL"))
+            peer.treq.flush()
+            failure = self.failureResultOf(d, DockerError)
+        self.assertIn("runtime exploded", failure.value.message)
+        self.assertEqual(failure.value.status, 500)

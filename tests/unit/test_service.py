@@ -196,19 +196,6 @@ class RestoreTests(SynchronousTestCase):
         self.assertIn(("start",), self.envs[SERVER].calls)
         self.assertNotIn(("start",), self.envs[OTHER].calls)
 
-    def test_running_process_is_adopted(self) -> None:
-        """
-        A process still running is adopted (``running``, synced), not started twice.
-        """
-        write_states(self.path, {SERVER: "offline"})
-        self.h.node.make_environment = lambda settings: self.envs.setdefault(  # type: ignore
-            getattr(settings, "uuid"), _alive())
-        self.boot()
-        self.addCleanup(self.service.stopService)
-        env = self.envs[SERVER]
-        self.assertEqual(env.state, "running")
-        self.assertNotIn(("start",), env.calls)
-
     def test_shutdown_records_then_stops(self) -> None:
         """
         At shutdown the states are written first (a running server recorded ``running``), then
@@ -223,11 +210,6 @@ class RestoreTests(SynchronousTestCase):
         self.assertNotIn(("wait_for_stop", 10.0, True), self.envs[OTHER].calls)
         self.assertEqual(self.envs[SERVER].state, "offline")
 
-
-def _alive() -> FakeEnvironment:
-    env = FakeEnvironment()
-    env.alive = True
-    return env
 
 
 class ActivityTests(SynchronousTestCase):
@@ -284,3 +266,48 @@ class ActivityTests(SynchronousTestCase):
         """
         self.assertEqual(rfc3339(1767366245.5), "2026-01-02T15:04:05.5Z")
         self.assertEqual(rfc3339(1767366245), "2026-01-02T15:04:05Z")
+
+
+class EnvironmentLifetimeTests(SynchronousTestCase):
+    """
+    Processes found running at boot, and what shutdown does to them.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(FilePath(self.mktemp()), SERVER, OTHER)
+        self.made: dict[str, FakeEnvironment] = {}
+
+        def make(settings: object) -> FakeEnvironment:
+            environment = FakeEnvironment()
+            environment.alive = True            # already running before this boot
+            environment.outlives_daemon = getattr(settings, "uuid") == SERVER
+            self.made[getattr(settings, "uuid")] = environment
+            return environment
+
+        self.h.node.make_environment = make  # type: ignore[assignment]
+        self.service = WingsService(self.h.node, fatal=lambda message: None)
+        self.service.startService()
+        for _ in range(50):
+            self.h.panel_http.flush()
+            self.h.clock.advance(1)
+
+    def test_running_process_is_adopted(self) -> None:
+        """
+        A process running at boot is adopted through ``start`` (which
+        attaches to it) and reported running, without being started anew.
+        """
+        for environment in self.made.values():
+            self.assertEqual(environment.state, "running")
+            self.assertEqual([c for c in environment.calls if c[0] == "start"], [("start",)])
+            self.assertTrue(environment.alive)
+        self.service.stopService()
+
+    def test_shutdown_stops_only_what_cannot_outlive_the_daemon(self) -> None:
+        """
+        At shutdown a process that outlives the daemon (a container) is left
+        running; the others are stopped with the shutdown budget.
+        """
+        self.service.stopService()
+        self.assertNotIn("wait_for_stop", [c[0] for c in self.made[SERVER].calls])
+        self.assertTrue(self.made[SERVER].alive)
+        self.assertIn(("wait_for_stop", 10.0, True), self.made[OTHER].calls)

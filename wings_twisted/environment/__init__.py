@@ -3,9 +3,10 @@ The environment seam (lifecycle.md §19, §21.1–§21.2): the one interface
 through which the server layer runs a game process.
 
 ``IEnvironment`` is implemented by ``process.ProcessEnvironment`` (a child
-process on a PTY, ``environment.driver: process``) and, in a later issue, by
-the Docker environment.  Nothing here names containers, images being pulled
-or the Engine API: the server layer (state handling, crash detection,
+process on a PTY, ``environment.driver: process``) and by
+``docker.DockerEnvironment`` (a container over the Docker Engine API,
+``environment.driver: docker``).  Nothing here names containers, images
+being pulled or the Engine API: the server layer (state handling, crash detection,
 throttling, done-strings, disk checks, stats publishing) is written once
 against this interface.
 
@@ -18,6 +19,9 @@ Division of work:
 * it turns raw output into lines with ``console.LineSplitter``, keeps the
   replay history (``read_log``) and hands each line to the listener;
 * it samples resource usage about once a second while the process runs;
+* what the operator should read on the console about the environment itself
+  (an image being fetched, why a start failed, a lost engine) it hands over
+  as ``notice`` lines, and preparation progress as ``progress`` lines;
 * everything else (what a state change means, crash restarts, throttling,
   done-string detection) belongs to the server layer, the listener.
 """
@@ -142,6 +146,18 @@ class IEnvironmentListener(Interface):
         (ms).
         """
 
+    def notice(text: str) -> None:
+        """
+        A line from the daemon about the environment, for the console
+        (e.g. ``Pulling Docker container image, ...``, why a start failed).
+        """
+
+    def progress(line: str) -> None:
+        """
+        One line of preparation progress (an image being pulled), shown to
+        admins with the install output.
+        """
+
 
 class IEnvironment(Interface):
     """
@@ -149,6 +165,9 @@ class IEnvironment(Interface):
     """
 
     kind = Attribute("'process' or 'docker'")
+    outlives_daemon = Attribute(
+        "Whether the process keeps running when the daemon stops (containers do, and are "
+        "adopted at the next boot); the daemon stops the others at shutdown")
     state = Attribute("The tracked state, one of STATES")
 
     def set_state(state: str) -> None:

@@ -5,15 +5,23 @@ that runs it.
 
 ``ProcessEnvironments`` makes process environments that share one cgroup
 hierarchy, detected (in a worker thread) on the first start of any server
-and logged once.  ``no_environment`` answers ``None``: the driver cannot
-run servers in this build (Docker, until its environment lands), and power
-actions say so.
+and logged once.  ``DockerEnvironments`` makes Docker environments that
+share one engine client and node network; as a service it checks the
+engine at boot (ensuring the node network, lifecycle.md §20.4) and lets go
+of every container's streams at shutdown (containers outlive the daemon).
+An engine that cannot be reached at boot is a warning, not a failure: the
+daemon serves the Panel, and every start attempt says on the console why
+it cannot run.  ``no_environment`` answers ``None``: the driver cannot run
+servers here, and power actions say so.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..blocking import RunBlocking
@@ -21,6 +29,9 @@ from ..config import Config
 from ..reactor import IReactor
 from . import EnvironmentSettings, IEnvironment
 from .cgroups import CgroupHost, detect_cgroups
+from .docker import DockerClient, DockerError
+from .docker.engine import Engine
+from .docker.environment import DockerEnvironment
 from .process import ProcessEnvironment
 
 log = Logger()
@@ -60,6 +71,59 @@ class ProcessEnvironments:
                 if host is not None:
                     log.info("Process limits use {host}", host=host.describe())
         return self._host
+
+
+class DockerEnvironments(Service):
+    """
+    The factory of ``environment.driver: docker``, and the service around
+    the engine connection (module docstring).
+    """
+
+    def __init__(self, *, client: DockerClient, config: Callable[[], Config],
+                 run_blocking: RunBlocking) -> None:
+        self.engine = Engine(client, config)
+        self._run_blocking = run_blocking
+        self._made: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
+        self.checked: Deferred[bool] | None = None
+
+    def __call__(self, settings: EnvironmentSettings) -> IEnvironment:
+        """
+        A Docker environment for one server.
+        """
+        environment = DockerEnvironment(settings, engine=self.engine,
+                                        run_blocking=self._run_blocking)
+        self._made.add(environment)
+        return environment
+
+    async def check(self) -> bool:
+        """
+        Reach the engine and ensure the node network; a warning when that
+        fails.
+        """
+        try:
+            await self.engine.network()
+        except DockerError as e:
+            log.warn("The Docker engine at {where} cannot be used: {error} -- servers cannot "
+                     "start until it can (environment.driver is docker)",
+                     where=self.engine.where, error=e.message)
+            return False
+        return True
+
+    def startService(self) -> None:
+        """
+        Check the engine in the background.
+        """
+        super().startService()
+        self.checked = Deferred.fromCoroutine(self.check())
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Let go of every container's streams, then close idle connections.
+        """
+        super().stopService()
+        for environment in list(self._made):
+            environment.detach()
+        return self.engine.client.close()
 
 
 def no_environment(settings: EnvironmentSettings) -> IEnvironment | None:

@@ -198,6 +198,7 @@ class ProcessEnvironment:
     """
 
     kind = "process"
+    outlives_daemon = False
     #: Seconds between a mapped stop signal and SIGKILL; seconds to wait
     #: for the exit after SIGKILL; seconds the output may outlive the main
     #: process (tests shorten them).
@@ -228,8 +229,9 @@ class ProcessEnvironment:
         self._warned_unlimited = False
         self._installer: Deferred[InstallResult] | None = None
         self._host_memory = 0
-        # Whether leftovers of a previous daemon run were looked for (is_running).
-        self._swept = False
+        # The look for leftovers of a previous daemon run (is_running or the first start):
+        # done once, and every start waits for it to finish.
+        self._sweep_done: Deferred[None] | None = None
 
     # -- state and listener ------------------------------------------------
 
@@ -289,12 +291,21 @@ class ProcessEnvironment:
         a previous daemon run left of this server (``leftovers``): such a process can be neither
         attached nor controlled, so it is never left running unseen.
         """
-        if self._swept or self._alive() is not None or self._starting:
+        if self._sweep_done is not None or self._alive() is not None or self._starting:
             return succeed(self._alive() is not None)
-        self._swept = True
-        return Deferred.fromCoroutine(self._sweep())
+        return Deferred.fromCoroutine(self._swept())
 
-    async def _sweep(self) -> bool:
+    async def _swept(self) -> bool:
+        """
+        Sweep once (or wait for the sweep under way); whether a process runs.
+        """
+        if self._sweep_done is None:
+            self._sweep_done = Deferred.fromCoroutine(self._sweep())
+        # The sweep never fails (it logs), so every waiter may await it: its result is None.
+        await self._sweep_done
+        return self._alive() is not None
+
+    async def _sweep(self) -> None:
         uuid = self._settings.uuid
         try:
             found = await self._run_blocking(stop_leftovers, uuid, grace=self.signal_grace / 2)
@@ -307,7 +318,6 @@ class ProcessEnvironment:
         if found:
             self._log.warn("Server {uuid}: stopped {count} process(es) left by a previous run of "
                            "the daemon ({pids})", uuid=uuid, count=len(found), pids=found)
-        return self._alive() is not None
 
     def is_attached(self) -> bool:
         """
@@ -364,10 +374,9 @@ class ProcessEnvironment:
                                    "cleaned up")
         self._starting = True
         try:
-            if not self._swept:
-                # Never start beside a leftover of a previous daemon run.
-                self._swept = True
-                await self._sweep()
+            # Never start beside a leftover of a previous daemon run, nor while the
+            # sweep that looks for them (it would take the new process for one) runs.
+            await self._swept()
             self._history.clear()
             self._exit = (0, False)
             self.set_state("starting")

@@ -13,6 +13,9 @@ server.
   console throttle.
 * Samples update the server's stats, enforce the disk limit once per run
   (``DISK_EXCEEDED``, then a stop in the background) and publish ``stats``.
+* Notices from the environment are daemon console lines; progress lines
+  (an image being pulled) go out as ``install output``, as upstream sends
+  pull progress.
 
 What happens on a crash or a disk overrun is injected (``on_crash``,
 ``on_disk_exceeded``), so this module does not depend on the lifecycle.
@@ -81,6 +84,18 @@ class Runtime:
             server.daemon_line(THROTTLE_NOTICE)
         if running and server.state == "starting":
             server.set_state("running")
+
+    def notice(self, text: str) -> None:
+        """
+        A daemon console line about the environment.
+        """
+        self.server.daemon_line(text)
+
+    def progress(self, line: str) -> None:
+        """
+        Preparation progress, to admins as ``install output``.
+        """
+        self.server.events.publish("install output", line)
 
     def stats(self, sample: Mapping[str, Any]) -> None:
         """
