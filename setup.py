@@ -24,6 +24,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "wings_twisted",
+        "wings_twisted.archive",
         "wings_twisted.auth",
         "wings_twisted.cli",
         "wings_twisted.config",
@@ -54,6 +55,11 @@ setup(
         "psutil>=5.9,<8",
         # zoneinfo falls back to it where the system has no zone database
         "tzdata",
+        # archives: ISA-L deflate/inflate (the compress and decompress speed; zlib is the
+        # fallback), Zstandard and 7-Zip extraction
+        "isal>=1.6,<2",
+        "zstandard>=0.22,<1",
+        "py7zr>=0.22,<2",
     ],
     extras_require={"test": ["hypothesis>=6.100,<7", "paramiko>=3.4,<5"]},
     # `wings` runs the daemon (as `twistd -n wings`) and has upstream's verbs.

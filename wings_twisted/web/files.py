@@ -15,7 +15,7 @@ file extras.  ``FilesResource`` dispatches on the route name through
 
 Every route reaches the volume only through ``fs`` (the sandboxed walk), in
 worker threads.  The modifying routes are in ``file_edits``, the line routes
-in ``file_lines``, chunked uploads in ``chunked``.
+in ``file_lines``, chunked uploads in ``chunked``, archives in ``archives``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ..fs.info import sniff_fd
 from ..fs.listing import list_directory, search, stat_entry
 from ..node import Node
 from ..servers.server import Server
+from .archives import ARCHIVE_ROUTES
 from .chunked import CHUNKED_ROUTES
 from .downloads import stream_span
 from .errors import BadRequest, ErrorResource, JsonResource, NotFound
@@ -167,6 +168,7 @@ FILE_ROUTES: dict[bytes, type[FileRoute]] = {
     **LINE_ROUTES,
     **CHUNKED_ROUTES,
     **PULL_ROUTES,
+    **ARCHIVE_ROUTES,
 }
 
 
