@@ -37,6 +37,7 @@ setup(
         "wings_twisted.servers",
         "wings_twisted.sftp",
         "wings_twisted.streams",
+        "wings_twisted.transfers",
         "wings_twisted.web",
         "wings_twisted.websocket",
         "twisted.plugins",

@@ -285,6 +285,28 @@ class PanelClient:
         """
         await self.request("POST", "/activity", body={"data": list(records)})
 
+    # Transfers
+
+    async def report_transfer_success(self, uuid: str) -> None:
+        """
+        ``POST /servers/{uuid}/transfer/success`` (panel.md §3.6, transfers.md §4.6): the
+        destination received the server.  The panel answers only once it has asked the source to
+        delete it.
+
+        :raises PanelError: a 4xx at once (the panel refused: 404, 409), anything else after the
+            retries of §1.2 (the outcome is then unknown).
+        """
+        await self.request("POST", "/servers/{}/transfer/success".format(uuid))
+
+    async def report_transfer_failure(self, uuid: str) -> None:
+        """
+        ``POST /servers/{uuid}/transfer/failure`` (panel.md §3.6, transfers.md §3.5, §4.7).
+
+        :raises PanelError: as ``report_transfer_success``; a 409 means the transfer was already
+            resolved.
+        """
+        await self.request("POST", "/servers/{}/transfer/failure".format(uuid))
+
 
 def _transport_detail(error: Exception) -> str:
     """

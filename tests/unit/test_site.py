@@ -453,15 +453,17 @@ class BodySinkTableTests(SynchronousTestCase):
 
     def test_upload_sink_registered_by_mounting(self) -> None:
         """
-        ``build_site`` puts the upload subtree's sink under its absolute path
-        and nothing else; a bare ``ApiSite`` has none.
+        ``build_site`` puts the upload subtree's sink and the incoming
+        transfer's under their absolute paths and nothing else; a bare
+        ``ApiSite`` has none.
         """
         from wings_twisted.web.site import ApiSite, build_site
         from wings_twisted.web.uploads import UploadResource
 
         h = Harness(FilePath(self.mktemp()))
         site = build_site(h.node)
-        self.assertEqual(list(site.body_sinks), [(b"POST", b"/upload/file")])
+        self.assertEqual(sorted(site.body_sinks),
+                         [(b"POST", b"/api/transfers"), (b"POST", b"/upload/file")])
         self.assertIsInstance(site.resource.children[b"upload"].children[b"file"], UploadResource)
         self.assertEqual(ApiSite(site.resource, h.node).body_sinks, {})
 

@@ -92,10 +92,12 @@ class ThreadPipeProducer(Generic[T]):
         ``consumer``, or fails with the work's failure (never after `stopProducing`).
         """
         self._consumer = consumer
-        self._done = Deferred()
+        done: Deferred[T] = Deferred()
+        self._done = done
         ran: Deferred[T] = self._run_blocking(self._work, self._write)
+        # A synchronous run_blocking (tests) has already ended here.
         ran.addBoth(self._ended)
-        return self._done
+        return done
 
     def start(self, consumer: IConsumer) -> Deferred[T]:
         """

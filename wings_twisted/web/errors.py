@@ -20,11 +20,12 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
+from twisted.web.http import RESPONSES
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import fs
 from ..servers.occupancy import WriteGuarded
-from .request import abort_connection
+from .request import ApiRequest, abort_connection, transport_of
 
 log = Logger()
 
@@ -175,6 +176,32 @@ def error_body(request: Request, error: ApiError) -> bytes:
         request.setHeader(name, value)
     return write_json(request, error.status,
                       {"error": error.message, "request_id": request_id(request)})
+
+
+def answer_and_close(request: ApiRequest, error: ApiError | None) -> None:
+    """
+    Answer ``request`` before its body has been read (the error envelope of ``error``, or an
+    empty 200 for ``None``), straight onto its connection, and close the connection: the way to
+    answer a streamed body that will not be read to its end (downloads-uploads.md §7.3,
+    transfers.md §4.7 step 7).
+    """
+    request.set_common_headers()
+    status = 200 if error is None else error.status
+    body = b"" if error is None else json.dumps(
+        {"error": error.message, "request_id": request_id(request)},
+        separators=(",", ":")).encode("utf-8")
+    lines = [b"HTTP/1.1 %d %s" % (status, RESPONSES.get(status, b"Error"))]
+    for name, values in request.responseHeaders.getAllRawHeaders():
+        for value in values:
+            lines.append(name + b": " + value)
+    if error is not None:
+        for name, value in error.headers.items():
+            lines.append(name + b": " + value)
+        lines.append(b"Content-Type: application/json; charset=utf-8")
+    lines += [b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
+    transport = transport_of(request)
+    transport.write(b"\r\n".join(lines) + body)
+    transport.loseConnection()
 
 
 def render_failure(request: Request, failure: Failure) -> None:

@@ -8,8 +8,8 @@ every per-server route sit behind the node's ``BearerGuard``, and the
 server is looked up after that guard (``ServerLookup``); the console
 upgrade ``{uuid}/ws`` is the one child mounted outside it
 (``console.ConsoleBranch``).  Per-server routes are children of
-``ServerResource``: the process routes of ``server_routes``; files,
-backups and transfers come with later issues.
+``ServerResource``: the process routes of ``server_routes``, files, and
+``transfer`` (``web.transfers``); backups come with a later issue.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from .files import FilesResource
 from .guard import BearerGuard
 from .lookup import ServerLookup
 from .server_routes import ROUTES
+from .transfers import ServerTransferResource
+from ..transfers.services import TransferServices
 
 log = Logger()
 
@@ -49,11 +51,13 @@ class ServersBranch(JsonResource):
     ``ServerBranch`` per segment.
     """
 
-    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices,
+                 transfers: TransferServices) -> None:
         super().__init__()
         self._node = node
         self._console = console
         self._services = services
+        self._transfers = transfers
 
     def _token(self) -> str:
         return str(self._node.config.token)
@@ -62,7 +66,7 @@ class ServersBranch(JsonResource):
         """
         The branch of the server named by the segment (not looked up yet).
         """
-        return ServerBranch(self._node, path, self._console, self._services)
+        return ServerBranch(self._node, path, self._console, self._services, self._transfers)
 
     def render(self, request: Request) -> int | bytes:
         """
@@ -78,17 +82,18 @@ class ServerBranch(JsonResource):
     """
 
     def __init__(self, node: Node, segment: bytes, console: ConsoleFactory,
-                 services: FileServices) -> None:
+                 services: FileServices, transfers: TransferServices) -> None:
         super().__init__()
         self._node = node
         self._segment = segment
         self._console = console
         self._services = services
+        self._transfers = transfers
 
     def _guarded(self) -> BearerGuard:
-        node, services = self._node, self._services
+        node, services, transfers = self._node, self._services, self._transfers
         lookup = ServerLookup(node, self._segment,
-                              lambda server: ServerResource(node, server, services))
+                              lambda server: ServerResource(node, server, services, transfers))
         return BearerGuard(lookup, lambda: str(node.config.token))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
@@ -160,11 +165,13 @@ class ServerResource(JsonResource):
     ``/api/servers/{uuid}`` of a known server.
     """
 
-    def __init__(self, node: Node, server: Server, services: FileServices) -> None:
+    def __init__(self, node: Node, server: Server, services: FileServices,
+                 transfers: TransferServices) -> None:
         super().__init__()
         self._node = node
         self._server = server
         self._services = services
+        self._transfers = transfers
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
@@ -172,6 +179,8 @@ class ServerResource(JsonResource):
         """
         if path == b"files":
             return FilesResource(self._node, self._server, self._services)
+        if path == b"transfer":
+            return ServerTransferResource(self._transfers, self._server)
         route = ROUTES.get(path)
         if route is None:
             return ErrorResource(NotFound())

@@ -12,6 +12,8 @@ serves it.
         /{uuid}               GET, DELETE, and the per-server routes
           /ws                 GET upgrade: no bearer (the token travels in the socket)
             /deny             POST
+      /transfers              POST: an incoming transfer (transfer JWT, streamed body)
+        /{uuid}               DELETE
     /download/file            GET, HEAD (signed URL)
     /download/backup          GET, HEAD (signed URL)
     /upload/file              POST (signed URL, streamed body)
@@ -39,6 +41,7 @@ from twisted.web.server import Request, Site
 
 from ..files import FileServices
 from ..node import Node
+from ..transfers.services import TransferServices
 
 from ..websocket.protocol import ConsoleFactory
 from .channel import ApiChannel, ConnectionGuard
@@ -49,6 +52,7 @@ from .guard import BearerGuard
 from .request import ApiRequest, BodySinks, Subtree
 from .servers import ServersBranch
 from .system import SystemResource, UpdateResource
+from .transfers import TransfersBranch, transfer_sink_factory
 from .uploads import upload_tree
 
 _TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
@@ -68,13 +72,17 @@ class ApiBranch(JsonResource):
     it); unknown paths are a 404 after the check (§2.2).
     """
 
-    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices,
+                 transfers: TransferServices | None = None) -> None:
         super().__init__()
         self._node = node
+        transfers = transfers or TransferServices.for_reactor(node, node.clock)
         self.putChild(b"system", self._guard(SystemResource(node)))
         self.putChild(b"update", self._guard(UpdateResource(node)))
-        self.putChild(b"servers", ServersBranch(node, console, services))
+        self.putChild(b"servers", ServersBranch(node, console, services, transfers))
         self.putChild(b"deauthorize-user", self._guard(DeauthorizeUserResource(node)))
+        # The JWT authenticates POST; {uuid} below it has its own guard.
+        self.putChild(b"transfers", TransfersBranch(node, transfers))
 
     def _guard(self, resource: IResource) -> BearerGuard:
         return BearerGuard(resource, lambda: str(self._node.config.token))
@@ -156,25 +164,34 @@ def mount(parent: Resource, name: bytes, subtree: Subtree, body_sinks: BodySinks
         body_sinks[(method, name + b"/" + path if path else name)] = factory
 
 
-def build_root(node: Node) -> Subtree:
+def build_root(node: Node, transfers: TransferServices | None = None) -> Subtree:
     """
     The resource tree, with the one websocket factory every console socket
     of the node is built by, and the body sinks of its routes.
+
+    :param transfers: the node's transfers (default: for the node's clock).
     """
     root = JsonResource()
     body_sinks: BodySinks = {}
-    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node)))
+    transfers = transfers or TransferServices.for_reactor(node, node.clock)
+    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node), transfers))
+    body_sinks[(b"POST", b"api/transfers")] = transfer_sink_factory(transfers)
     root.putChild(b"download", download_tree(node))
     mount(root, b"upload", upload_tree(node), body_sinks)
     return Subtree(root, body_sinks)
 
 
 def build_site(node: Node, *, access_log: bool = False,
-               reactor: IReactorTime | None = None) -> ApiSite:
+               reactor: IReactorTime | None = None,
+               transfers: TransferServices | None = None) -> ApiSite:
     """
     The site serving ``node``; its connection timers run on ``reactor``
-    (the node's clock when not given).
+    (the node's clock when not given), as do the worker threads of its
+    transfers (``transfers``, made for ``reactor`` when not given).
     """
-    root = build_root(node)
+    if transfers is None:
+        transfers = TransferServices.for_reactor(node, reactor if reactor is not None
+                                                 else node.clock)
+    root = build_root(node, transfers)
     return ApiSite(root.resource, node, body_sinks=root.body_sinks, access_log=access_log,
                    reactor=reactor)

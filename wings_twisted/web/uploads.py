@@ -36,7 +36,6 @@ The form details (boundary, ``Content-Disposition``, file-name rules) are in
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from typing import Any, Callable, cast
 
@@ -44,13 +43,12 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
 
 from ..auth import UPLOAD
 from ..servers.server import Server
 from ..streams.spool import Spool
 from .channel import BodyProducer
-from .errors import ApiError, BadRequest, JsonResource, to_api_error
+from .errors import ApiError, BadRequest, JsonResource, answer_and_close, to_api_error
 from .formdata import (base_name, clean_directory, latin1_to_text, multipart_boundary,
                        part_file, valid_name)
 from ..node import Node
@@ -280,20 +278,7 @@ class UploadSink:
         Too much body after a failure: answer without waiting and hang up.
         """
         self._closed = True
-        request = self._request
-        error = self.error or BadRequest(FORM_ERROR)
-        request.set_common_headers()
-        body = ('{"error":%s,"request_id":"%s"}' % (json.dumps(error.message), request.request_id)
-                ).encode("utf-8")
-        lines = [b"HTTP/1.1 %d %s" % (error.status, RESPONSES.get(error.status, b"Error"))]
-        for name, values in request.responseHeaders.getAllRawHeaders():
-            for value in values:
-                lines.append(name + b": " + value)
-        lines += [b"Content-Type: application/json; charset=utf-8",
-                  b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
-        transport = transport_of(request)
-        transport.write(b"\r\n".join(lines) + body)
-        transport.loseConnection()
+        answer_and_close(self._request, self.error or BadRequest(FORM_ERROR))
 
     async def result(self) -> bytes:
         """
