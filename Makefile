@@ -11,7 +11,7 @@ PANEL_CONFIG ?= conf/devpanel.yml
 # Must match conf/devpanel.yml's node.url and the example config's remote.
 PANEL_PORT ?= 8081
 
-.PHONY: run test venv install test-deps typecheck constraints bench clean
+.PHONY: run run-node2 test venv install test-deps typecheck constraints bench clean
 
 $(VENV)/bin/python:
 	"$(PYTHON)" -m venv "$(VENV)"
@@ -51,6 +51,12 @@ run: install
 	fi; \
 	echo "make run: development panel on http://127.0.0.1:$(PANEL_PORT) (log: var/devpanel.log)"; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" "$(VENV)/bin/wings" --config "$(CONFIG)"
+
+# A second node beside `make run` (in another terminal), to try transfers:
+# python -m wings_twisted.devpanel transfer --server <uuid> --to node2.
+run-node2: install
+	@mkdir -p var/node2
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" "$(VENV)/bin/wings" --config conf/config.node2.example.yml
 
 # Checkers are pinned: a new release must not turn a landed tree red.
 test-deps: install

@@ -18,6 +18,11 @@ Command line of the development Panel.
     ``--lifetime SECONDS``, ``--any-server`` (allow a UUID the file does not
     list).
 
+``python -m wings_twisted.devpanel transfer --server UUID --to NODE [--allocation IP:PORT] [--panel URL]``
+    Ask the running Panel (``node.url`` of the fixture file unless
+    ``--panel``) to transfer a server to another of its nodes, as the Panel's
+    admin page does (``transfers.py``); prints the Panel's answer.
+
 Bad input ends with exit status 2 and one line on stderr.
 """
 
@@ -76,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--expired", action="store_true", help="mint an already expired token")
     sign.add_argument("--lifetime", type=int, help="seconds between iat and exp")
     sign.add_argument("--any-server", action="store_true", help="allow a server UUID not in the file")
+    transfer = commands.add_parser("transfer", help="transfer a server to another node")
+    transfer.add_argument("--config", default=DEFAULT_CONFIG, help="fixture file (default: %(default)s)")
+    transfer.add_argument("--server", required=True, help="server UUID")
+    transfer.add_argument("--to", required=True, help="name of the destination node")
+    transfer.add_argument("--allocation", help="the server's new allocation, IP:PORT")
+    transfer.add_argument("--panel", help="URL of the running Panel (default: node.url)")
     return parser
 
 
@@ -122,6 +133,33 @@ def sign_output(args: argparse.Namespace, state: DevPanelState) -> str:
         raise UsageError(str(e)) from None
 
 
+def request_transfer(args: argparse.Namespace, state: DevPanelState) -> int:
+    """
+    ``transfer``: ``POST <panel>/admin/servers/<uuid>/transfer``; 0 when the Panel accepted.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    panel = (args.panel or state.node.url).rstrip("/")
+    body = {"node": args.to}
+    if args.allocation:
+        body["allocation"] = args.allocation
+    request = urllib.request.Request(
+        "{}/admin/servers/{}/transfer".format(panel, args.server), method="POST",
+        data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            print(response.read().decode("utf-8", "replace"))
+            return 0
+    except urllib.error.HTTPError as e:
+        print("devpanel: the Panel answered {}: {}".format(
+            e.code, e.read().decode("utf-8", "replace")), file=sys.stderr)
+    except OSError as e:
+        raise UsageError("cannot reach the Panel at {}: {}".format(panel, e)) from None
+    return 1
+
+
 def listen_description(state: DevPanelState) -> str:
     """
     ``tcp:<port>:interface=<host>`` from the Panel URL in the fixture file.
@@ -160,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sign":
             print(sign_output(args, state))
             return 0
+        if args.command == "transfer":
+            return request_transfer(args, state)
         description = args.listen or listen_description(state)
     except UsageError as e:
         print("devpanel: error: {}".format(e), file=sys.stderr)

@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .replies import Reply, Validator, error_reply, json_reply, no_content, not_found, server_error
 from .state import BackupFixture, DevPanelState
@@ -36,6 +36,8 @@ class Call:
     body: Any
     client_ip: str
     now: float
+    #: The name of the node whose credentials the request carried.
+    node: str = ""
 
     def arg(self, name: str) -> str | None:
         """
@@ -45,7 +47,11 @@ class Call:
         return values[0] if values else None
 
 
-Handler = Callable[[Call], Reply]
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+#: A route's behaviour: the reply, or a Deferred of it (routes that call a daemon first).
+Handler = Callable[[Call], Union[Reply, "Deferred[Reply]"]]
 
 _PHP_INT = re.compile(r"^\s*([+-]?\d+)")
 _FILTER_INT = re.compile(r"^\s*[+-]?(0|[1-9]\d*)\s*$")
@@ -67,7 +73,8 @@ def list_servers(call: Call) -> Reply:
     """
     ``GET /servers``: a Laravel paginated collection (panel.md §3.1).
 
-    ``page`` that is not an integer ≥ 1 means 1.  ``per_page`` is cast like
+    Only the servers of the calling node are listed.  ``page`` that is not
+    an integer ≥ 1 means 1.  ``per_page`` is cast like
     PHP's ``(int)`` (default 50); a value below 1 falls back to Eloquent's
     default page size, 15.
     """
@@ -77,7 +84,8 @@ def list_servers(call: Call) -> Reply:
     per_page = 50 if call.arg("per_page") is None else php_int(call.arg("per_page"))
     if per_page < 1:
         per_page = 15
-    servers = list(call.state.servers.values())
+    servers = [s for s in call.state.servers.values() if call.state.node_of(s) == call.node
+               or not call.node]
     total = len(servers)
     last_page = max(math.ceil(total / per_page), 1)
     chunk = servers[(page - 1) * per_page : page * per_page]
@@ -165,31 +173,6 @@ def post_install(call: Call) -> Reply:
     server.installed_at = call.now
     call.state.install_reports.append({"server": server.uuid, "successful": successful, "reinstall": bool(reinstall)})
     return no_content()
-
-
-def _transfer(call: Call, successful: bool) -> Reply:
-    server = call.state.servers.get(call.params["uuid"])
-    if server is None:
-        return not_found()
-    if not server.transfer:
-        return error_reply(409, "Server is not being transferred.")
-    server.transfer = False
-    call.state.transfer_reports.append({"server": server.uuid, "successful": successful})
-    return no_content()
-
-
-def transfer_success(call: Call) -> Reply:
-    """
-    ``POST /servers/{uuid}/transfer/success`` (panel.md §3.6).
-    """
-    return _transfer(call, True)
-
-
-def transfer_failure(call: Call) -> Reply:
-    """
-    ``POST /servers/{uuid}/transfer/failure`` (panel.md §3.6).
-    """
-    return _transfer(call, False)
 
 
 # -- backups ------------------------------------------------------------------

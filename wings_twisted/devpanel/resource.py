@@ -6,7 +6,11 @@ Layout::
     /api/remote/...                              RemoteApiResource: the Panel's remote API
     /api/application/nodes/{id}/configuration    ApplicationApiResource (``application.py``)
     /s3/...                                      S3Resource: the S3 double (panel.md §9.6)
+    /admin/...                                   AdminResource: start transfers (``transfers.py``)
     anything else                                404 in the Panel's error JSON
+
+The remote API accepts the credentials of any node the Panel knows (``node`` and ``nodes``) and
+answers each node about its own servers.
 
 Each ``/api/remote`` request is handled in this order: recorded in
 ``state.received``; matched against ``ROUTES`` (Laravel matches routes before
@@ -25,11 +29,13 @@ import hmac
 from dataclasses import dataclass
 from typing import Any, Callable, cast
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
+from twisted.web.client import Agent
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from . import handlers
@@ -41,6 +47,7 @@ from .s3 import S3Resource
 from .serving import record_request, serve, write_reply
 from .sftp import sftp_auth
 from .state import DevPanelState, NodeCredentials
+from .transfers import AdminResource, DaemonCalls, transfer_failure, transfer_success
 
 log = Logger()
 
@@ -80,8 +87,8 @@ ROUTES: tuple[Route, ...] = (
     Route(("GET",), "/servers/{uuid}", handlers.get_server),
     Route(("GET",), "/servers/{uuid}/install", handlers.get_install),
     Route(("POST",), "/servers/{uuid}/install", handlers.post_install),
-    Route(("GET", "POST"), "/servers/{uuid}/transfer/success", handlers.transfer_success),
-    Route(("GET", "POST"), "/servers/{uuid}/transfer/failure", handlers.transfer_failure),
+    Route(("GET", "POST"), "/servers/{uuid}/transfer/success", transfer_success),
+    Route(("GET", "POST"), "/servers/{uuid}/transfer/failure", transfer_failure),
     Route(("POST",), "/sftp/auth", sftp_auth),
     Route(("GET",), "/backups/{uuid}", handlers.backup_part_urls),
     Route(("POST",), "/backups/{uuid}", handlers.backup_report),
@@ -132,6 +139,20 @@ def check_authorization(header: str | None, node: NodeCredentials) -> Reply | No
     return None
 
 
+def authenticate(header: str | None, state: DevPanelState) -> tuple[Reply | None, str]:
+    """
+    ``check_authorization`` against every node: ``(None, node name)`` for the node whose
+    credentials the header carries, else the refusal (as the first node would answer it).
+    """
+    refusal = None
+    for node in state.all_nodes():
+        denied = check_authorization(header, node)
+        if denied is None:
+            return None, node.name
+        refusal = refusal or denied
+    return refusal, ""
+
+
 class RemoteApiResource(Resource):
     """
     Everything below ``/api/remote``: one leaf that records, routes, applies
@@ -161,10 +182,10 @@ class RemoteApiResource(Resource):
             record.fault = describe(fault)
             log.info("devpanel: {method} {path}: scripted {fault}", method=method, path=record.path, fault=record.fault)
 
-        def normal() -> Reply:
+        def normal() -> Reply | Deferred[Reply]:
             if route is None:
                 return not_found()
-            denied = check_authorization(record.headers.get("authorization"), self._state.node)
+            denied, caller = authenticate(record.headers.get("authorization"), self._state)
             if denied is not None:
                 return denied
             call = Call(
@@ -175,6 +196,7 @@ class RemoteApiResource(Resource):
                 body=record.body,
                 client_ip=record.client_ip,
                 now=self._reactor.seconds(),
+                node=caller,
             )
             return route.handler(call)
 
@@ -277,11 +299,13 @@ class _Root(Resource):
     ``/``: ``api`` and ``s3`` below it, a JSON 404 for anything else.
     """
 
-    def __init__(self, state: DevPanelState, reactor: IReactorTime) -> None:
+    def __init__(self, state: DevPanelState, reactor: IReactorTime,
+                 calls: DaemonCalls | None) -> None:
         super().__init__()
         self._api = _Api(RemoteApiResource(state, reactor),
                          ApplicationApiResource(state, reactor))
         self._s3 = S3Resource(state, reactor)
+        self._admin = AdminResource(state, calls)
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
@@ -291,6 +315,8 @@ class _Root(Resource):
             return self._api
         if path == b"s3":
             return self._s3
+        if path == b"admin":
+            return self._admin
         return _NotFound()
 
     def render(self, request: Request) -> int:
@@ -300,19 +326,28 @@ class _Root(Resource):
         return _NotFound().render(request)
 
 
-def build_resource(state: DevPanelState, reactor: IReactorTime) -> IResource:
+def build_resource(state: DevPanelState, reactor: IReactorTime,
+                   daemons: HTTPClient | None = None) -> IResource:
     """
     The root resource of the development Panel; ``reactor`` provides
     ``seconds`` (request timestamps, throttle) and ``callLater`` (delays).
+
+    :param daemons: the Panel's HTTP client to its nodes' daemons (transfers:
+        the call to the source, the deletion after success); none by default.
     """
-    return _Root(state, reactor)
+    calls = None
+    if daemons is not None:
+        calls = DaemonCalls(state, daemons, reactor)
+        state.daemon_calls = calls
+    return _Root(state, reactor, calls)
 
 
-def build_site(state: DevPanelState, reactor: IReactorTime) -> Site:
+def build_site(state: DevPanelState, reactor: Any) -> Site:
     """
-    A ``Site`` serving ``build_resource(state, reactor)``.
+    A ``Site`` serving ``build_resource`` with a client of the daemons on ``reactor``.
     """
-    site = Site(build_resource(state, reactor), reactor=reactor)
+    daemons = HTTPClient(Agent(reactor))
+    site = Site(build_resource(state, reactor, daemons), reactor=reactor)
     return site
 
 

@@ -25,7 +25,7 @@ _SERVER_KEYS = frozenset(
         "name", "description", "suspended", "invocation", "environment", "image", "done",
         "stop", "skip_egg_scripts", "memory_limit", "swap", "cpu_limit", "disk_space",
         "allocation", "mappings", "configs", "file_denylist", "egg_id", "install_script",
-        "status", "transfer", "settings", "process_configuration",
+        "status", "transfer", "settings", "process_configuration", "node",
     }
 )
 
@@ -52,6 +52,8 @@ class ServerFixture:
     status: str | None = None
     transfer: bool = False
     installed_at: float | None = None
+    #: The name of the node the server is on (``None``: the first node).
+    node: str | None = None
 
     def configuration(self) -> dict[str, Any]:
         """
@@ -119,7 +121,8 @@ def build_server(uuid: str, **overrides: Any) -> ServerFixture:
     list), ``stop`` (command, ``^SIGNAL`` or a dict), ``skip_egg_scripts``,
     ``memory_limit``, ``swap``, ``cpu_limit``, ``disk_space``, ``allocation``
     (``"ip:port"``), ``mappings``, ``configs``, ``file_denylist``, ``egg_id``,
-    ``install_script``, ``status``, ``transfer``.  ``settings`` and
+    ``install_script``, ``status``, ``transfer``, ``node`` (the name of the
+    node the server is on; the first node when absent).  ``settings`` and
     ``process_configuration`` are deep-merged last and win.
     """
     unknown = set(overrides) - _SERVER_KEYS
@@ -186,6 +189,7 @@ def build_server(uuid: str, **overrides: Any) -> ServerFixture:
         install_script=script,
         status=overrides.get("status"),
         transfer=bool(overrides.get("transfer", False)),
+        node=None if overrides.get("node") is None else str(overrides["node"]),
     )
 
 

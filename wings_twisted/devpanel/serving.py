@@ -5,7 +5,7 @@ Writing ``Reply`` values to twisted.web requests, with scripted faults.
 ``serve(request, reactor, fault, normal, done)`` is the one render path of
 the development Panel and its S3 double: it applies the fault consumed for
 the request (answer, delay on the injected clock, or drop), otherwise calls
-``normal()`` for the real behaviour, writes the reply and reports the status
+``normal()`` for the real behaviour (a reply, or a Deferred of one), writes the reply and reports the status
 sent (``None`` for a dropped connection) to ``done``.  A delayed call is
 cancelled when the client goes away.
 """
@@ -16,6 +16,7 @@ import json
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -123,7 +124,7 @@ def serve(
     request: Request,
     reactor: IReactorTime,
     fault: Fault | None,
-    normal: Callable[[], Reply],
+    normal: Callable[[], Reply | Deferred[Reply]],
     done: Callable[[int | None], None],
 ) -> None:
     """
@@ -145,13 +146,27 @@ def serve(
             request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
             return
         if isinstance(step, Respond):
-            reply = fault_reply(step)
+            answer: Reply | Deferred[Reply] = fault_reply(step)
         else:
             try:
-                reply = normal()
+                answer = normal()
             except Exception:
                 log.failure("devpanel handler failed")
-                reply = server_error()
+                answer = server_error()
+        if isinstance(answer, Deferred):
+            # A route that calls a daemon before it answers (transfers.py).
+            answer.addErrback(failed)
+            answer.addCallback(finish)
+            return
+        finish(answer)
+
+    def failed(failure: Failure) -> Reply:
+        log.failure("devpanel handler failed", failure)
+        return server_error()
+
+    def finish(reply: Reply) -> None:
+        if gone:
+            return
         done(reply.status)
         write_reply(request, reply)
 

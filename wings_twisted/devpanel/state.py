@@ -27,6 +27,7 @@ from .servers import ServerFixture, StateError, build_server
 DEFAULT_DAEMON_URL = "http://127.0.0.1:8080"
 DEFAULT_PANEL_URL = "http://127.0.0.1:8081"
 DEFAULT_PART_SIZE = 5 * 1024**3
+DEFAULT_NODE_NAME = "node1"
 ADMIN_PERMISSIONS = ["*", "admin.websocket.errors", "admin.websocket.install", "admin.websocket.transfer"]
 
 
@@ -42,6 +43,8 @@ class NodeCredentials:
     token: str
     daemon_url: str = DEFAULT_DAEMON_URL
     url: str = DEFAULT_PANEL_URL
+    #: How servers and the transfer commands name the node.
+    name: str = DEFAULT_NODE_NAME
 
     @property
     def authorization(self) -> str:
@@ -160,7 +163,8 @@ class DevPanelState:
     """
     Everything the development Panel knows and everything it was told.
 
-    Fixtures: ``node`` (``NodeCredentials``), ``servers`` (uuid →
+    Fixtures: ``node`` (``NodeCredentials``), ``nodes`` (further nodes by
+    name, for transfers), ``servers`` (uuid →
     ``ServerFixture``, ordered), ``users`` (username → ``PanelUser``),
     ``backups`` (uuid → ``BackupFixture``).  Settings: ``backup_disk``
     (``s3`` or ``wings``), ``part_size``, ``s3_base_url`` (``None`` = the S3
@@ -177,6 +181,12 @@ class DevPanelState:
 
     def __init__(self, node: NodeCredentials) -> None:
         self.node = node
+        #: The other nodes by name (transfers between nodes: ``transfers.py``).
+        self.nodes: dict[str, NodeCredentials] = {}
+        #: ``server_transfers`` rows by server UUID (``transfers.TransferRecord``).
+        self.transfers: dict[str, Any] = {}
+        #: The Panel's client of its daemons (``transfers.DaemonCalls``), set by the resource.
+        self.daemon_calls: Any = None
         self.servers: dict[str, ServerFixture] = {}
         self.users: dict[str, PanelUser] = {}
         self.backups: dict[str, BackupFixture] = {}
@@ -226,8 +236,11 @@ class DevPanelState:
                 token=node["token"],
                 daemon_url=str(node.get("daemon_url", DEFAULT_DAEMON_URL)).rstrip("/"),
                 url=str(node.get("url", DEFAULT_PANEL_URL)).rstrip("/"),
+                name=str(node.get("name", DEFAULT_NODE_NAME)),
             )
         )
+        for spec in _entries(data.get("nodes"), "name", "nodes"):
+            state.add_node(**spec)
         storage = data.get("backup_storage") or {}
         if not isinstance(storage, Mapping):
             raise StateError("backup_storage: expected a mapping")
@@ -285,6 +298,36 @@ class DevPanelState:
         server = build_server(uuid, **overrides)
         self.servers[uuid] = server
         return server
+
+    def add_node(self, name: str, token_id: str, token: str, daemon_url: str,
+                 url: str | None = None) -> NodeCredentials:
+        """
+        Add (or replace) another node: its daemon's token pair and address.  ``url`` is ignored:
+        the Panel's own address is the first node's.
+        """
+        for key, value in (("token_id", token_id), ("token", token)):
+            if not isinstance(value, str) or not value or "." in value:
+                raise StateError("nodes.{}.{}: a non-empty string without '.' is required".format(
+                    name, key))
+        if str(name) == self.node.name:
+            raise StateError("nodes.{}: the first node already has that name".format(name))
+        node = NodeCredentials(token_id=token_id, token=token,
+                               daemon_url=str(daemon_url).rstrip("/"), url=self.node.url,
+                               name=str(name))
+        self.nodes[node.name] = node
+        return node
+
+    def all_nodes(self) -> list[NodeCredentials]:
+        """
+        Every node, the first one first.
+        """
+        return [self.node, *self.nodes.values()]
+
+    def node_of(self, server: ServerFixture) -> str:
+        """
+        The name of the node a server is on.
+        """
+        return server.node or self.node.name
 
     def add_user(
         self,

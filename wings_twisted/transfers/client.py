@@ -13,6 +13,8 @@ from __future__ import annotations
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.web.client import URI, Agent, HTTPConnectionPool
+# The class HTTPConnectionPool._factory names (pinned in test_twisted_internals).
+from twisted.web.client import _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -20,6 +22,18 @@ __all__ = ["CONNECT_TIMEOUT", "push_agent"]
 
 #: Seconds to open the connection to the destination.
 CONNECT_TIMEOUT = 30
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """
+    The pool's per-connection factory without "Starting factory" lines.
+    """
+
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory
 
 
 @implementer(IAgentEndpointFactory)
@@ -43,7 +57,7 @@ def push_agent(clock: IReactorTime, connector: IReactorTCP, tls: IPolicyForHTTPS
     """
     An agent for transfer pushes over ``connector`` (the reactor).
     """
-    pool = HTTPConnectionPool(clock, persistent=False)
+    pool = _QuietPool(clock, persistent=False)
     agent: IAgent = Agent.usingEndpointFactory(clock, _Endpoints(connector, tls, timeout),
                                                pool=pool)
     return agent

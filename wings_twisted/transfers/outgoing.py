@@ -227,6 +227,8 @@ class OutgoingTransfer:
             self._input("deleted")
             self._abort()
             self._forget()
+            log.info("Transfer of {uuid} completed: the panel deleted the server here",
+                     uuid=self.server.uuid)
             return
         if outcome == "ok" and self._input("succeed"):
             log.info("Transfer of {uuid} accepted by the destination", uuid=self.server.uuid)
