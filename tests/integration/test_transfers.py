@@ -11,14 +11,23 @@ import hashlib
 import os
 from typing import Any
 
+import io
+import tarfile
+
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
 
-from wings_twisted.devpanel.faults import Respond
+from wings_twisted.devpanel.state import NodeCredentials
+from wings_twisted.devpanel.tokens import mint_websocket
 from wings_twisted.transfers.framing import Framing, body
 
 from ..support import SERVER
+from .test_console import GAME
 from .transfer_nodes import Node, Relay, TwoNodeTestCase
+from .wsclient import WsClient
 
 MIB = 1024 * 1024
 
@@ -92,3 +101,258 @@ class TransferSuccessTests(TwoNodeTestCase):
                                          "/api/servers/{}/files/write?file=new.txt".format(
                                              SERVER), data=b"writable again")
         self.assertEqual(response.code, 204, text)
+
+
+@implementer(IBodyProducer)
+class _Chunks:
+    """
+    A body of unknown length (sent chunked, as upstream's source sends it).
+    """
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, data: bytes, piece: int = 256 * 1024) -> None:
+        self._data = data
+        self._piece = piece
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        for start in range(0, len(self._data), self._piece):
+            consumer.write(self._data[start:start + self._piece])
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def tar_gz(files: dict[str, tuple[bytes, int]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for name, (content, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), mode, 1_700_000_000
+            archive.addfile(info, io.BytesIO(content))
+    return raw.getvalue()
+
+
+class FailureTestCase(TwoNodeTestCase):
+    """
+    What a failed transfer must leave behind.
+    """
+
+    async def assert_source_intact(self, files: dict[str, tuple[bytes, int]]) -> None:
+        """
+        node1 keeps the server, its files and no outgoing transfer (§3.5, §7 F).
+        """
+        await self.wait_for(lambda: "Transfer of {} failed".format(SERVER) in self.node1.log(),
+                            30, "node1's failure")
+        self.assertTrue(await self.registered(self.node1))
+        self.assertEqual(read_tree(self.node1.volume()), files)
+        response, text = await self.call(self.node1, "DELETE",
+                                         "/api/servers/{}/transfer".format(SERVER))
+        self.assertEqual(response.code, 409, text)
+
+    async def assert_destination_clean(self) -> None:
+        """
+        node2 has neither the server nor its volume (§4.7).
+        """
+        await self.wait_for(lambda: not os.path.exists(self.node2.volume()), 30,
+                            "node2's volume removed")
+        self.assertFalse(await self.registered(self.node2))
+        self.assertEqual([n for n in os.listdir(self.node2.data) if n != ".sftp"], [])
+
+    def accepted_failures(self) -> int:
+        return len([r for r in self.reports("failure") if r.status == 204])
+
+    async def websocket(self, node: Node) -> WsClient:
+        credentials = NodeCredentials(node.token_id, node.token, daemon_url=node.url,
+                                      url=self.panel.url, name=node.name)
+        url = node.url.replace("http://", "ws://") + "/api/servers/{}/ws".format(SERVER)
+        client = WsClient(reactor, url, self.panel.url)
+        self.addCleanup(client.close)
+        await client.opened.addTimeout(15, reactor)
+        client.send("auth", mint_websocket(credentials, SERVER,
+                                           permissions=["*", "admin.websocket.transfer"]))
+        self.assertEqual((await client.next("auth success"))["event"], "auth success")
+        return client
+
+
+class TransferFailureTests(FailureTestCase):
+    """
+    Transfers that fail between two real daemons.
+    """
+
+    async def test_bad_token(self) -> None:
+        """
+        A token node2 did not sign: node2 answers 403 while node1 is still sending, node1 stops
+        its archive and reports the failure; nothing is left on node2.
+        """
+        await self.start()
+        files = sample_files()
+        write_tree(self.node1.volume(), files)
+        record = self.pending()
+        forged = self.token(wrong_key=True)
+        response, text = await self.push(self.node2.url + "/api/transfers", forged)
+        self.assertEqual(response.code, 202, text)
+        await self.assert_source_intact(files)
+        self.assertIn("destination answered 403", self.node1.log())
+        await self.wait_for(lambda: record.successful is False, 30)
+        self.assertEqual(self.accepted_failures(), 1)
+        await self.assert_destination_clean()
+
+    async def test_checksum_mismatch(self) -> None:
+        """
+        An upstream-shaped body (60-hex boundary, chunked, ``archive`` + ``checksum``) whose
+        checksum is wrong: node2 answers 400 ``checksums don't match``, reports the failure and
+        removes what it extracted.
+        """
+        await self.start()
+        record = self.pending()
+        archive = tar_gz(sample_files())
+        framing = Framing(checksum_archive=False)
+        payload = body(framing, archive, "0" * 64)
+        response = await treq.post(
+            self.node2.url + "/api/transfers", data=_Chunks(payload), reactor=reactor,
+            persistent=False, headers={"Authorization": "Bearer " + self.token(),
+                                       "Content-Type": framing.content_type.decode()})
+        text = await response.content()
+        self.assertEqual(response.code, 400, text)
+        self.assertIn(b"checksums don't match", text)
+        await self.wait_for(lambda: record.successful is False, 30)
+        self.assertEqual(self.accepted_failures(), 1)
+        await self.assert_destination_clean()
+
+    async def test_upstream_source_is_accepted(self) -> None:
+        """
+        transfers.md §11.2: the body an upstream source sends (60-hex boundary, chunked,
+        ``archive`` + ``checksum`` only) is accepted: 200, the files on node2, the panel told.
+        """
+        await self.start()
+        record = self.pending()
+        files = sample_files()
+        archive = tar_gz(files)
+        framing = Framing(checksum_archive=False)
+        self.assertEqual(len(framing.boundary), 60)
+        payload = body(framing, archive, hashlib.sha256(archive).hexdigest())
+        response = await treq.post(
+            self.node2.url + "/api/transfers", data=_Chunks(payload), reactor=reactor,
+            persistent=False, headers={"Authorization": "Bearer " + self.token(),
+                                       "Content-Type": framing.content_type.decode()})
+        self.assertEqual(response.code, 200, await response.content())
+        self.assertTrue(record.successful)
+        self.assertEqual(read_tree(self.node2.volume()), files)
+
+    async def test_connection_cut_halfway(self) -> None:
+        """
+        The connection cut after half the body: node2 removes the half it extracted and
+        unregisters the server, node1 keeps everything; one failure report is accepted.
+        """
+        await self.start()
+        files = sample_files(big=24 * MIB)
+        write_tree(self.node1.volume(), files)
+        record = self.pending()
+        relay = Relay(int(self.node2.url.rpartition(":")[2]), limit=12 * MIB, mode="cut")
+        port = await relay.start()
+        self.addCleanup(relay.stop)
+        response, text = await self.push("http://127.0.0.1:{}/api/transfers".format(port),
+                                         self.token())
+        self.assertEqual(response.code, 202, text)
+        await self.assert_source_intact(files)
+        await self.wait_for(lambda: "Incoming transfer of {} failed".format(SERVER)
+                            in self.node2.log(), 30)
+        await self.assert_destination_clean()
+        await self.wait_for(lambda: len(self.reports("failure")) == 2, 30, "both reports")
+        self.assertFalse(record.successful)
+        self.assertEqual(self.accepted_failures(), 1)
+
+    async def test_panel_rejects_success(self) -> None:
+        """
+        transfers.md §11.6: the panel no longer has the transfer (it rolled back) and answers 409
+        to node2's success report: node2 cleans up and answers 409 to node1, which reports the
+        failure and gets 409 too; node1 keeps the server.
+        """
+        await self.start()
+        files = sample_files(big=16 * MIB)
+        write_tree(self.node1.volume(), files)
+        self.pending()
+        response, text = await self.push(self.node2.url + "/api/transfers", self.token())
+        self.assertEqual(response.code, 202, text)
+        # The panel's call timed out: its transaction rolled back.
+        del self.state.transfers[SERVER]
+        self.state.servers[SERVER].transfer = False
+        await self.assert_source_intact(files)
+        self.assertIn("destination answered 409", self.node1.log())
+        await self.assert_destination_clean()
+        self.assertEqual([r.status for r in self.reports("success")], [409])
+        self.assertEqual([r.status for r in self.reports("failure")], [409])
+        self.assertEqual(self.state.servers[SERVER].node, None)
+
+
+class TransferCancelTests(FailureTestCase):
+    """
+    transfers.md §11.9: cancelling on either side.
+    """
+
+    async def held(self) -> tuple[Relay, dict[str, tuple[bytes, int]]]:
+        await self.start(invocation=GAME, environment={"MAX_PLAYERS": "4"})
+        files = sample_files(big=24 * MIB)
+        write_tree(self.node1.volume(), files)
+        self.pending()
+        relay = Relay(int(self.node2.url.rpartition(":")[2]), limit=8 * MIB, mode="hold")
+        port = await relay.start()
+        self.addCleanup(relay.stop)
+        response, text = await self.push("http://127.0.0.1:{}/api/transfers".format(port),
+                                         self.token())
+        self.assertEqual(response.code, 202, text)
+        await relay.reached.addTimeout(30, reactor)
+        await self.wait_for(lambda: "Receiving server" in self.node2.log(), 30)
+        return relay, files
+
+    async def test_cancel_on_the_source(self) -> None:
+        """
+        ``DELETE /api/servers/{uuid}/transfer`` on node1 mid-stream: ``cancelling``, then
+        ``failure`` and ``failed`` on node1 and ``failure`` on node2; exactly one failure report
+        is accepted; node1 is usable again (it starts), node2 is clean.
+        """
+        relay, files = await self.held()
+        source = await self.websocket(self.node1)
+        destination = await self.websocket(self.node2)
+        response, text = await self.call(self.node1, "DELETE",
+                                         "/api/servers/{}/transfer".format(SERVER))
+        self.assertEqual(response.code, 202, text)
+        await source.until("transfer status", "failed", timeout=30)
+        statuses = [m["args"][0] for m in source.events if m["event"] == "transfer status"]
+        self.assertEqual(statuses, ["cancelling", "failure", "failed"])
+        await source.until("transfer logs", "Canceled.", timeout=30)
+        await destination.until("transfer status", "failure", timeout=30)
+        await self.assert_source_intact(files)
+        await self.assert_destination_clean()
+        await self.wait_for(lambda: len(self.reports("failure")) == 2, 30, "both reports")
+        self.assertEqual(self.accepted_failures(), 1)
+        source.send("set state", "start")
+        await source.until("status", "running", timeout=30)
+
+    async def test_cancel_on_the_destination(self) -> None:
+        """
+        ``DELETE /api/transfers/{uuid}`` on node2 mid-stream: node2 answers the source and
+        cleans up, node1 fails with ``failure`` and ``failed``; exactly one failure report is
+        accepted.
+        """
+        relay, files = await self.held()
+        source = await self.websocket(self.node1)
+        destination = await self.websocket(self.node2)
+        response, text = await self.call(self.node2, "DELETE", "/api/transfers/" + SERVER)
+        self.assertEqual(response.code, 202, text)
+        await destination.until("transfer status", "failure", timeout=30)
+        await source.until("transfer status", "failed", timeout=30)
+        await self.assert_source_intact(files)
+        await self.assert_destination_clean()
+        await self.wait_for(lambda: len(self.reports("failure")) == 2, 30, "both reports")
+        self.assertEqual(self.accepted_failures(), 1)
+        response, text = await self.call(self.node2, "DELETE", "/api/transfers/" + SERVER)
+        self.assertEqual(response.code, 404, text)

@@ -72,7 +72,7 @@ class _RelayClient(Protocol):
         self.peer = peer
 
     def connectionMade(self) -> None:
-        self.peer.connected(self)
+        self.peer.attach(self)
 
     def dataReceived(self, data: bytes) -> None:
         # The destination's answer always goes back.
@@ -87,7 +87,8 @@ class _RelayClient(Protocol):
 class _RelayServer(Protocol):
     """
     One relayed connection: the source's bytes go to the destination until ``relay.limit``
-    bytes went through; then the relay cuts (``mode == "cut"``) or holds (``"hold"``).
+    bytes went through; then the relay cuts (``mode == "cut"``) or holds (``"hold"``: what
+    follows is kept, not forwarded, until ``release``).
     """
 
     def __init__(self, relay: Relay) -> None:
@@ -102,7 +103,7 @@ class _RelayServer(Protocol):
         endpoint.connect(Factory.forProtocol(lambda: _RelayClient(self))).addErrback(
             lambda _: self.transport.loseConnection())
 
-    def connected(self, client: _RelayClient) -> None:
+    def attach(self, client: _RelayClient) -> None:
         self.client = client
         for data in self.buffer:
             self._forward(data)
@@ -131,8 +132,8 @@ class _RelayServer(Protocol):
                 self.transport.abortConnection()
                 self.client.transport.abortConnection()
             else:
+                # Kept, not paused: a paused reader would not notice the source hanging up.
                 self.held.append(data[max(room, 0):])
-                self.transport.pauseProducing()
 
     def release(self) -> None:
         """
@@ -143,7 +144,6 @@ class _RelayServer(Protocol):
         if self.client is not None:
             for data in held:
                 self.client.transport.write(data)
-        self.transport.resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.client is not None and self.client.transport is not None:
@@ -187,7 +187,7 @@ class TwoNodeTestCase(TestCase):
     and ``node2``, and a daemon for each.
     """
 
-    timeout = 180
+    timeout = 90
 
     async def start(self, **server: Any) -> None:
         self.base = tempfile.mkdtemp(prefix="wings-xfer-")

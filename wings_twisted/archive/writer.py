@@ -109,6 +109,7 @@ class TarWriter:
                 log.warn("{name} shrank while it was archived: {missing} bytes padded with zeros",
                          name=name, missing=remaining)
                 self._pad(remaining)
+                self.content_bytes += remaining
                 remaining = 0
                 break
             remaining -= got
@@ -117,8 +118,9 @@ class TarWriter:
                 self._out(view[:got])
             else:
                 self._write(view[:got])
+            # Counted per piece: a transfer's progress line moves inside a large file too.
+            self.content_bytes += got
             self._check()
-        self.content_bytes += size
         tail = padding(size)
         if tail:
             self._write(_ZEROS[:tail])

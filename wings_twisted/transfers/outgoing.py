@@ -202,7 +202,9 @@ class OutgoingTransfer:
         if self._body is not None:
             self._body.stopProducing()
         request = self._request
-        if request is not None and not request.called:
+        if request is not None:
+            # Not "if not request.called": while it waits for the connection's own Deferred it
+            # counts as called, and cancel() is forwarded to that one.
             request.cancel()
 
     # -- the push ------------------------------------------------------------------------------
@@ -319,7 +321,7 @@ class OutgoingTransfer:
                   uuid=self.server.uuid, minutes=int(ANSWER_TIMEOUT // 60))
         self.reason = "the destination did not answer"
         request = self._request
-        if request is not None and not request.called:
+        if request is not None:
             request.cancel()
 
     @staticmethod
