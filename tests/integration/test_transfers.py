@@ -8,11 +8,10 @@ a bad token, a checksum mismatch, the connection cut halfway, the destination's 
 from __future__ import annotations
 
 import hashlib
-import os
-from typing import Any
-
 import io
+import os
 import tarfile
+from typing import Any
 
 import treq
 from twisted.internet import reactor

@@ -17,20 +17,32 @@ from typing import Any, Callable
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.python.filepath import FilePath
 from twisted.test import iosim
 from twisted.web.client import URI, Agent
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from wings_twisted.devpanel.tokens import mint_transfer
 from wings_twisted.devpanel.state import NodeCredentials
+from wings_twisted.devpanel.tokens import mint_transfer
 from wings_twisted.transfers.framing import Framing, body
 from wings_twisted.transfers.services import TransferServices
 from wings_twisted.web.site import build_site
 
-from ..support import SERVER, TOKEN, TOKEN_ID, Harness, Response, parse_response
+from ..support import (
+    SERVER,
+    TOKEN,
+    TOKEN_ID,
+    Harness,
+    Response,
+    _Collector,
+    parse_response,
+)
 
 DESTINATION = "http://127.0.0.1:8080/api/transfers"
 
@@ -48,7 +60,9 @@ class _Endpoint:
                                                peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         client_transport = iosim.FakeTransport(client, isServer=False)
         if network.cut_after is not None:
-            server_transport = _Cutting(server, network.cut_after, server_transport)
+            server_transport = _Cutting(server, network.cut_after, server_transport,
+                                        network.hold)
+            network.held.append(server_transport)
         pump = iosim.connect(server, server_transport, client, client_transport, greet=False)
         network.pumps.append(pump)
         network.connections += 1
@@ -58,23 +72,37 @@ class _Endpoint:
 
 class _Cutting(iosim.FakeTransport):  # type: ignore[misc]
     """
-    A server transport whose peer hangs up after ``limit`` bytes reached the server.
+    A server transport that receives only ``limit`` bytes; the source then hangs up
+    (``hold=False``) or what follows waits until ``release`` (``hold=True``).
     """
 
-    def __init__(self, protocol: Any, limit: int, like: iosim.FakeTransport) -> None:
+    def __init__(self, protocol: Any, limit: int, like: iosim.FakeTransport,
+                 hold: bool) -> None:
         super().__init__(protocol, isServer=True, peerAddress=like.peerAddress)
         self._limit = limit
+        self._hold = hold
         self._seen = 0
+        self.held: list[bytes] = []
 
     def bufferReceived(self, data: bytes) -> None:
-        room = self._limit - self._seen
-        if room <= 0:
+        if self._limit < 0:
+            super().bufferReceived(data)
             return
-        data = data[:room]
-        self._seen += len(data)
-        super().bufferReceived(data)
+        room = self._limit - self._seen
+        if room > 0:
+            self._seen += min(room, len(data))
+            super().bufferReceived(data[:room])
         if self._seen >= self._limit:
-            self.disconnecting = True
+            if self._hold:
+                self.held.append(data[max(room, 0):])
+            else:
+                self.disconnecting = True
+
+    def release(self) -> None:
+        self._limit = -1
+        held, self.held = self.held, []
+        for data in held:
+            super().bufferReceived(data)
 
 
 @implementer(IAgentEndpointFactory)
@@ -82,7 +110,8 @@ class MemoryNetwork:
     """
     The source's way to the destination: every connection goes to ``site`` in memory.
 
-    :ivar cut_after: when set, connections are cut once that many bytes reached the destination.
+    :ivar cut_after: when set, connections are cut (or, with ``hold``, held) once that many
+        bytes reached the destination.
     """
 
     def __init__(self, site: Any) -> None:
@@ -90,6 +119,15 @@ class MemoryNetwork:
         self.pumps: list[iosim.IOPump] = []
         self.connections = 0
         self.cut_after: int | None = None
+        self.hold = False
+        self.held: list[_Cutting] = []
+
+    def release(self) -> None:
+        """
+        Deliver what the held connections kept.
+        """
+        for transport in self.held:
+            transport.release()
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         return _Endpoint(self)
@@ -116,17 +154,19 @@ class Pair:
     def __init__(self, base: FilePath, **destination_config: Any) -> None:
         self.source = Harness(base.child("source"))
         self.destination = Harness(base.child("destination"), **destination_config)
+        self.destination_transfers = TransferServices(self.destination.node, agent=None)
+        self.destination.site = build_site(self.destination.node,
+                                           transfers=self.destination_transfers)
         self.network = MemoryNetwork(self.destination.site)
         agent = Agent.usingEndpointFactory(self.source.clock, self.network)
         self.source_transfers = TransferServices(self.source.node, agent=agent)
         self.source.site = build_site(self.source.node, transfers=self.source_transfers)
-        self.destination_transfers = TransferServices(self.destination.node, agent=None)
-        self.destination.site = build_site(self.destination.node,
-                                           transfers=self.destination_transfers)
+        # One panel for both nodes (as in reality): the destination reports to the source's.
+        self.panel = self.source.state
+        self.destination.state = self.panel
+        self.destination.node.panel = self.source.node.panel
         self.server = self.source.add_server(SERVER)
-        # The destination's panel knows the server (its configuration) and the pending transfer.
-        self.destination.state.add_server(SERVER, transfer=True)
-        self.source.state.servers[SERVER].transfer = True
+        self.panel.servers[SERVER].transfer = True
 
     def token(self, **knobs: Any) -> str:
         """
@@ -150,9 +190,80 @@ class Pair:
 
     def flush(self) -> None:
         """
-        Pump the push to its end.
+        Pump the push to its end (and the panel's delayed answers).
         """
+        for _ in range(3):
+            self.network.flush(self.source.clock, self.destination.clock)
+            self.source.panel_http.flush()
         self.network.flush(self.source.clock, self.destination.clock)
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        """
+        Let ``seconds`` pass on both clocks (retries, delays), pumping in between.
+        """
+        while seconds > 0:
+            self.source.clock.advance(min(step, seconds))
+            self.destination.clock.advance(min(step, seconds))
+            seconds -= step
+            self.flush()
+
+    def reports(self) -> list[tuple[str, int | None]]:
+        """
+        The transfer reports the panel received: (``success``/``failure``, status answered).
+        """
+        return [(r.path.rpartition("/")[2], r.status) for r in self.panel.received
+                if r.route is not None and "/transfer/" in r.route]
+
+
+class Connection:
+    """
+    A client connection to a site kept open (a body that arrives in steps, or never ends).
+    """
+
+    def __init__(self, site: Any) -> None:
+        self.server = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.client = _Collector()
+        self.transport = iosim.FakeTransport(self.client, isServer=False)
+        server_transport = iosim.FakeTransport(
+            self.server, isServer=True, peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.pump = iosim.connect(self.server, server_transport, self.client, self.transport,
+                                  greet=False)
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+        self.pump.flush()
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+        self.pump.flush()
+
+    @property
+    def response(self) -> Response:
+        return parse_response(self.client.data)
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.client.lost)
+
+
+def request_head(token: str | None, content_type: bytes, *, chunked_body: bool = True) -> bytes:
+    """
+    The head of a ``POST /api/transfers``.
+    """
+    lines = ["POST /api/transfers HTTP/1.1", "Host: 127.0.0.1:8080",
+             "Content-Type: " + content_type.decode("latin-1")]
+    if token is not None:
+        lines.append("Authorization: Bearer " + token)
+    if chunked_body:
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    """
+    One chunk of a chunked body.
+    """
+    return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
 def write_files(root: str, files: dict[str, tuple[bytes, int]]) -> None:
@@ -238,5 +349,6 @@ def post_transfer(harness: Harness, content_type: bytes, payload: bytes, *,
     return harness.request(raw, chunks=pieces)
 
 
-__all__ = ["DESTINATION", "MemoryNetwork", "Pair", "chunked", "parse_response", "post_transfer",
-           "tar_gz", "tree", "upstream_body", "write_files"]
+__all__ = ["DESTINATION", "Connection", "MemoryNetwork", "Pair", "chunk", "chunked",
+           "parse_response", "post_transfer", "request_head", "tar_gz", "tree", "upstream_body",
+           "write_files"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
-from twisted.web.client import URI, Agent, HTTPConnectionPool
+
 # The class HTTPConnectionPool._factory names (pinned in test_twisted_internals).
-from twisted.web.client import _HTTP11ClientFactory
+from twisted.web.client import URI, Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 

@@ -197,7 +197,7 @@ class IncomingTransfer:
             await self._report_failure()
             self._refuse(502, FETCH_FAILED)
             return False
-        if self.phase != "registering":
+        if not self._registering():
             return False  # cancelled meanwhile
         if uuid in node.registry:
             self._refuse(409, EXISTS)
@@ -205,6 +205,15 @@ class IncomingTransfer:
         server.occupancy.begin_receive()
         node.registry.add(server)
         self.server = server
+        try:
+            await node.run_blocking(server.volume.ensure_root)
+        except OSError as e:
+            log.error("Incoming transfer of {uuid}: creating its volume failed: {error}",
+                      uuid=uuid, error=str(e))
+            self._fail(500, INTERNAL)
+            return False
+        if not self._registering():
+            return False  # cancelled or deleted meanwhile
         # A deletion of the server cancels its tasks: it fails this transfer.
         self._deletion = Deferred(lambda _: self._fail(409, DELETED))
         self._deletion.addErrback(lambda _: None)
@@ -217,6 +226,12 @@ class IncomingTransfer:
         self._parts = PartReader(self._boundary, on_archive=self._archive,
                                  on_archive_end=self._archive_end)
         return True
+
+    def _registering(self) -> bool:
+        """
+        Whether registration may go on (a cancel or a drop may have come while it waited).
+        """
+        return self.phase == "registering"
 
     def _refuse(self, status: int, message: str) -> None:
         self.phase = "failed"
