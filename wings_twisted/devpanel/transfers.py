@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
@@ -100,7 +100,8 @@ class DaemonCalls:
                            b"Content-Type": [b"application/json"]})
         data = None if body is None else json.dumps(body).encode()
         response = await self._http.request(method, node.daemon_url + path, data=data,
-                                            headers=headers, timeout=timeout)
+                                            headers=headers, timeout=timeout,
+                                            reactor=cast(Any, self._reactor))
         return response.code, await response.content()
 
     async def start_transfer(self, uuid: str, destination: str, *,

@@ -24,26 +24,57 @@ and fails the transfer; what was written stays until the caller removes the volu
 
 from __future__ import annotations
 
+import errno
 import io
 import threading
 from typing import Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..archive import Extractor, ExtractPolicy, ExtractStats, tar_entries
+from ..archive import Busy, Damaged, Extractor, ExtractPolicy, ExtractStats, tar_entries
 from ..archive.codecs import gzip_source
 from ..blocking import RunBlocking
-from ..fs import Volume
+from ..fs import NoSpace, QuotaExceeded, Volume
 from ..streams.feed import ThreadFeed
 
-__all__ = ["TRANSFER", "ArchiveSink", "ExtractionFactory", "InlineExtraction",
+__all__ = ["INTERNAL", "TRANSFER", "failure_answer", "ArchiveSink", "ExtractionFactory", "InlineExtraction",
            "ThreadedExtraction", "extract_stream"]
+
+log = Logger()
 
 #: Incoming transfers: no denylist, every mode bit kept (setuid/setgid/sticky included), an
 #: existing file keeps its mode and a new one gets the stored bits less the umask of 022.
 TRANSFER = ExtractPolicy(denylist=False, mode_mask=0o7777, keep_existing_mode=True)
+
+
+INTERNAL = "An unexpected error was encountered while processing this request"
+NO_SPACE = "The node's disk is full: the server could not be received."
+QUOTA = "The server does not fit in its disk limit on this node."
+UNREADABLE = "The archive could not be read: {}."
+BUSY = "A file of the server is busy on this node."
+
+
+def failure_answer(failure: Failure) -> tuple[int, str]:
+    """
+    The status and message the source gets for an extraction that failed: 400 for an archive
+    that cannot be read or does not fit the disk limit, 507 for a full disk, 409 for a busy file,
+    500 (logged) for anything else.
+    """
+    error = failure.value
+    if isinstance(error, Damaged):
+        return 400, UNREADABLE.format(str(error) or "damaged")
+    if isinstance(error, QuotaExceeded):
+        return 400, QUOTA
+    if isinstance(error, NoSpace) or (isinstance(error, OSError)
+                                      and error.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return 507, NO_SPACE
+    if isinstance(error, Busy):
+        return 409, BUSY
+    log.failure("Extracting an incoming transfer failed", failure)
+    return 500, INTERNAL
 
 
 class ArchiveSink(Protocol):

@@ -54,7 +54,6 @@ server here.  A deletion of the server on this node fails the transfer the same 
 
 from __future__ import annotations
 
-import errno
 from typing import Any, Callable, Literal, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred
@@ -62,15 +61,14 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..archive import Busy, Damaged, ExtractStats
+from ..archive import ExtractStats
 from ..environment import EnvironmentError as EnvError
-from ..fs import NoSpace, QuotaExceeded
 from ..node import Node
 from ..panel import PanelError
 from ..servers import lifecycle
 from ..servers.build import build_server
 from ..servers.server import Server, ServerConfigError
-from .extraction import ArchiveSink, ExtractionFactory
+from .extraction import INTERNAL, ArchiveSink, ExtractionFactory, failure_answer
 from .framing import multipart_boundary
 from .parts import BodyError, PartReader
 
@@ -95,10 +93,6 @@ DELETED = "The server was deleted on the destination."
 REJECTED = "The panel rejected the transfer completion."
 UNKNOWN = "Could not report the transfer result to the panel."
 ENVIRONMENT = "The server's environment could not be created."
-INTERNAL = "An unexpected error was encountered while processing this request"
-NO_SPACE = "The node's disk is full: the server could not be received."
-QUOTA = "The server does not fit in its disk limit on this node."
-UNREADABLE = "The archive could not be read: {}."
 
 
 class Outcome(NamedTuple):
@@ -125,21 +119,6 @@ class BodyReader(Protocol):
         """
         Stop reading the body for good; later bytes are dropped.
         """
-
-
-def _extraction_error(failure: Failure) -> Outcome:
-    error = failure.value
-    if isinstance(error, Damaged):
-        return Outcome(400, UNREADABLE.format(str(error) or "damaged"))
-    if isinstance(error, QuotaExceeded):
-        return Outcome(400, QUOTA)
-    if isinstance(error, NoSpace) or (isinstance(error, OSError)
-                                      and error.errno in (errno.ENOSPC, errno.EDQUOT)):
-        return Outcome(507, NO_SPACE)
-    if isinstance(error, Busy):
-        return Outcome(409, "A file of the server is busy on this node.")
-    log.failure("Extracting an incoming transfer failed", failure)
-    return Outcome(500, INTERNAL)
 
 
 class IncomingTransfer:
@@ -284,8 +263,8 @@ class IncomingTransfer:
 
     def _extraction_failed(self, failure: Failure) -> None:
         if self.phase in ("receiving", "verifying"):
-            status, message = _extraction_error(failure)
-            self._fail(status, message or INTERNAL)
+            status, message = failure_answer(failure)
+            self._fail(status, message)
 
     def body_ended(self) -> None:
         """
