@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from wings_twisted.streams.feed import FeedAborted, ThreadFeed
-from wings_twisted.transfers.extraction import ThreadedExtraction
+from wings_twisted.transfers.extraction import RateLimit, ThreadedExtraction
 
 from .archive_support import make_volume
 from .transfer_support import tar_gz
@@ -241,3 +241,30 @@ class ThreadedExtractionTests(SynchronousTestCase):
         extraction.abort().addCallback(stopped.append)
         reactor.run_until(lambda: bool(stopped))
         self.assertEqual(failures, [])
+
+
+class RateLimitTests(SynchronousTestCase):
+    """
+    ``system.transfers.download_limit``: a token bucket on the worker's reads.
+    """
+
+    def test_sleeps_for_what_it_owes(self) -> None:
+        """
+        One second's worth passes at once; beyond that each read sleeps until paid for; time
+        that passes refills the bucket (at most one second's worth).
+        """
+        now = [0.0]
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            now[0] += seconds
+
+        limit = RateLimit(lambda size: b"x" * size, 100.0, clock=lambda: now[0], sleep=sleep)
+        limit.read(100)
+        self.assertEqual(slept, [])
+        limit.read(50)
+        self.assertEqual(slept, [0.5])
+        now[0] += 10
+        limit.read(100)
+        self.assertEqual(slept, [0.5])

@@ -14,6 +14,9 @@ the archive's size.
 ``run_blocking``; unit tests use it with a synchronous ``run_blocking``, where no worker thread
 can block on a feed.
 
+``system.transfers.download_limit`` (MiB/s, ≥ 1) is applied as a token bucket on the worker's
+reads (`RateLimit`); the full feed then pauses the connection.
+
 Extraction rules (§4.4): names clamped to the volume root, symlink/hard-link/device/FIFO entries
 skipped, directory entries created (0755), the quota checked on the bytes written, each file
 through a temporary file renamed into place with the entry's mode less the umask of 022 for a new
@@ -27,6 +30,7 @@ from __future__ import annotations
 import errno
 import io
 import threading
+import time
 from typing import Callable, Protocol
 
 from twisted.internet.defer import Deferred
@@ -40,7 +44,7 @@ from ..blocking import RunBlocking
 from ..fs import NoSpace, QuotaExceeded, Volume
 from ..streams.feed import ThreadFeed
 
-__all__ = ["INTERNAL", "TRANSFER", "failure_answer", "ArchiveSink", "ExtractionFactory", "InlineExtraction",
+__all__ = ["INTERNAL", "TRANSFER", "RateLimit", "failure_answer", "ArchiveSink", "ExtractionFactory", "InlineExtraction",
            "ThreadedExtraction", "extract_stream"]
 
 log = Logger()
@@ -104,6 +108,38 @@ class ArchiveSink(Protocol):
 ExtractionFactory = Callable[[Volume, IPushProducer, Callable[[Failure], None]], ArchiveSink]
 
 
+class RateLimit:
+    """
+    A token bucket on the reads of the worker thread (``system.transfers.download_limit``, MiB/s,
+    transfers.md §4.4 [project]): a capacity of one second's worth; a read that finds the bucket
+    empty sleeps (on the worker thread) until its bytes are paid for.  The feed then fills up and
+    pauses the connection: the limit reaches the source as TCP back-pressure.
+    """
+
+    def __init__(self, read: Callable[[int], bytes], bytes_per_second: float, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._read = read
+        self._rate = bytes_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = bytes_per_second
+        self._last = clock()
+
+    def read(self, size: int) -> bytes:
+        """
+        At most ``size`` bytes, once the bucket allows them.
+        """
+        data = self._read(size)
+        now = self._clock()
+        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= len(data)
+        if self._tokens < 0:
+            self._sleep(-self._tokens / self._rate)
+        return data
+
+
 def extract_stream(volume: Volume, read: Callable[[int], bytes],
                    cancel: threading.Event) -> ExtractStats:
     """
@@ -130,8 +166,13 @@ class ThreadedExtraction:
 
     def __init__(self, volume: Volume, producer: IPushProducer,
                  on_failure: Callable[[Failure], None], *, run_blocking: RunBlocking,
-                 call_from_thread: Callable[[Callable[[], None]], object]) -> None:
+                 call_from_thread: Callable[[Callable[[], None]], object],
+                 limit_mib: int = 0) -> None:
+        """
+        :param limit_mib: ``system.transfers.download_limit``: MiB/s; below 1, unlimited.
+        """
         self._volume = volume
+        self._limit = limit_mib * 1024 * 1024 if limit_mib >= 1 else 0
         self._cancel = threading.Event()
         self._feed = ThreadFeed(call_from_thread)
         self._feed.registerProducer(producer, True)
@@ -145,9 +186,11 @@ class ThreadedExtraction:
 
     def _work(self) -> ExtractStats:
         feed = self._feed
+        read = RateLimit(feed.read, self._limit).read if self._limit else feed.read
         try:
-            stats = extract_stream(self._volume, feed.read, self._cancel)
-            feed.drain()
+            stats = extract_stream(self._volume, read, self._cancel)
+            while read(1 << 20):
+                pass  # what the tar reader left of the part (trailer, padding)
             return stats
         except BaseException:
             feed.abort()

@@ -81,8 +81,9 @@ class TransferServices:
 
         def threaded(volume: Volume, producer: IPushProducer,
                      on_failure: Callable[[Failure], None]) -> ArchiveSink:
-            return ThreadedExtraction(volume, producer, on_failure,
-                                      run_blocking=node.run_blocking, call_from_thread=call)
+            return ThreadedExtraction(
+                volume, producer, on_failure, run_blocking=node.run_blocking,
+                call_from_thread=call, limit_mib=node.config.system.transfers.download_limit)
 
         return cls(node, agent=agent, call_from_thread=call, extraction=threaded)
 
