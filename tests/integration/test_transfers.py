@@ -19,14 +19,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from wings_twisted.devpanel.state import NodeCredentials
-from wings_twisted.devpanel.tokens import mint_websocket
 from wings_twisted.transfers.framing import Framing, body
 
 from ..support import SERVER
 from .test_console import GAME
-from .transfer_nodes import Node, Relay, TwoNodeTestCase
-from .wsclient import WsClient
+from .transfer_nodes import Relay, TwoNodeTestCase
 
 MIB = 1024 * 1024
 
@@ -73,9 +70,15 @@ class TransferSuccessTests(TwoNodeTestCase):
         server to node2 and deletes it on node1 while node1 still waits for node2's answer
         (§11.8: no failure report), node2 keeps it registered and idle.
         """
-        await self.start()
-        files = sample_files()
-        write_tree(self.node1.volume(), files)
+        await self.start(invocation=GAME, environment={"MAX_PLAYERS": "4"})
+        write_tree(self.node1.volume(), sample_files())
+        # The server runs: the source stops it before it streams (§3.1 step 4).
+        source = await self.websocket(self.node1)
+        source.send("set state", "start")
+        await source.until("status", "running", timeout=30)
+        # (The start's permission fix chowned the files, which drops set-user-ID bits: put the
+        # 4750 file's mode back.)
+        os.chmod(os.path.join(self.node1.volume(), "plugins/setuid-tool"), 0o4750)
         expected = read_tree(self.node1.volume())
         reply = await self.calls.start_transfer(SERVER, "node2")
         self.assertEqual(reply.status, 202, reply.body)
@@ -91,6 +94,12 @@ class TransferSuccessTests(TwoNodeTestCase):
         self.assertEqual(os.stat(self.node2.volume()).st_mode & 0o777, 0o700)
         self.assertEqual(len(self.reports("success")), 1)
         self.assertEqual(self.reports("failure"), [])
+        seen = [(m["event"], (m.get("args") or [""])[0]) for m in source.events
+                if m["event"] in ("status", "transfer status", "deleted")]
+        self.assertEqual(seen[seen.index(("status", "running")) + 1:],
+                         [("status", "stopping"), ("status", "offline"),
+                          ("transfer status", "processing"), ("transfer status", "completed"),
+                          ("deleted", "null")])
         # node1 was deleted by the panel while it waited: no failure, no error.
         await self.wait_for(lambda: "the panel deleted the server here" in self.node1.log()
                             or "accepted by the destination" in self.node1.log(), 10)
@@ -167,19 +176,6 @@ class FailureTestCase(TwoNodeTestCase):
 
     def accepted_failures(self) -> int:
         return len([r for r in self.reports("failure") if r.status == 204])
-
-    async def websocket(self, node: Node) -> WsClient:
-        credentials = NodeCredentials(node.token_id, node.token, daemon_url=node.url,
-                                      url=self.panel.url, name=node.name)
-        url = node.url.replace("http://", "ws://") + "/api/servers/{}/ws".format(SERVER)
-        client = WsClient(reactor, url, self.panel.url)
-        self.addCleanup(client.close)
-        await client.opened.addTimeout(15, reactor)
-        client.send("auth", mint_websocket(credentials, SERVER,
-                                           permissions=["*", "admin.websocket.transfer"]))
-        self.assertEqual((await client.next("auth success"))["event"], "auth success")
-        return client
-
 
 class TransferFailureTests(FailureTestCase):
     """

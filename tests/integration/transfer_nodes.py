@@ -28,11 +28,12 @@ from twisted.trial.unittest import TestCase
 
 from wings_twisted.devpanel.resource import listen
 from wings_twisted.devpanel.state import DevPanelState, NodeCredentials
-from wings_twisted.devpanel.tokens import mint_transfer
+from wings_twisted.devpanel.tokens import mint_transfer, mint_websocket
 from wings_twisted.devpanel.transfers import DaemonCalls, TransferRecord
 
 from ..support import REPO, SERVER, TOKEN, TOKEN_ID, USER
 from .test_daemon import TWISTD, _Daemon, _timeout
+from .wsclient import WsClient
 
 TOKEN_ID_2 = "testTokenId00002"
 TOKEN_2 = "second-node-token-0123456789abcdef0123456789abcdef0123456789abcd"
@@ -300,6 +301,18 @@ class TwoNodeTestCase(TestCase):
         """
         return [r for r in self.state.received
                 if r.path == "/servers/{}/transfer/{}".format(SERVER, path_end)]
+
+    async def websocket(self, node: Node) -> WsClient:
+        credentials = NodeCredentials(node.token_id, node.token, daemon_url=node.url,
+                                      url=self.panel.url, name=node.name)
+        url = node.url.replace("http://", "ws://") + "/api/servers/{}/ws".format(SERVER)
+        client = WsClient(reactor, url, self.panel.url)
+        self.addCleanup(client.close)
+        await client.opened.addTimeout(15, reactor)
+        client.send("auth", mint_websocket(credentials, SERVER,
+                                           permissions=["*", "admin.websocket.transfer"]))
+        self.assertEqual((await client.next("auth success"))["event"], "auth success")
+        return client
 
     async def registered(self, node: Node) -> bool:
         response, _ = await self.call(node, "GET", "/api/servers/" + SERVER)
