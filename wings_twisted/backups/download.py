@@ -30,12 +30,17 @@ from __future__ import annotations
 import queue
 import threading
 from email.message import Message
-from typing import Any, Callable, cast
+from typing import Any, cast
 from urllib.parse import urljoin
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (IDelayedCall, IHostnameResolver, IPushProducer,
-                                         IReactorFromThreads, IReactorTCP, IReactorTime)
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHostnameResolver,
+    IPushProducer,
+    IReactorFromThreads,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure

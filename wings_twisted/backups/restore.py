@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
@@ -44,8 +44,12 @@ from ..servers.occupancy import Occupied
 from ..servers.server import Server
 from . import report
 from .download import BodyQueue, HostPolicy, deliver, open_download
-from .errors import (RESTORE_RUNNING, RESTORE_WHILE_INSTALLING, RESTORE_WHILE_TRANSFERRING,
-                     BackupConflict)
+from .errors import (
+    RESTORE_RUNNING,
+    RESTORE_WHILE_INSTALLING,
+    RESTORE_WHILE_TRANSFERRING,
+    BackupConflict,
+)
 from .limiter import TokenBucket, make_bucket
 from .services import BackupServices, run_cancellable
 from .storage import truncate_volume

@@ -44,8 +44,12 @@ from ..node import Node
 from ..panel import PanelError
 from ..servers.server import Server
 from . import report, storage
-from .errors import (ALREADY_GENERATING, BACKUP_WHILE_RESTORING, BackupConflict,
-                     BackupNotFound)
+from .errors import (
+    ALREADY_GENERATING,
+    BACKUP_WHILE_RESTORING,
+    BackupConflict,
+    BackupNotFound,
+)
 from .index import BackupIndex
 from .limiter import make_bucket
 from .report import BackupResult

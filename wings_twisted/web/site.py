@@ -12,6 +12,8 @@ serves it.
         /{uuid}               GET, DELETE, and the per-server routes
           /ws                 GET upgrade: no bearer (the token travels in the socket)
             /deny             POST
+          /backup             POST; /delete-all DELETE; /{backup} DELETE; /{backup}/restore POST
+          /deleteAllBackups   DELETE
     /download/file            GET, HEAD (signed URL)
     /download/backup          GET, HEAD (signed URL)
     /upload/file              POST (signed URL, streamed body)
@@ -37,6 +39,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request, Site
 
+from ..backups import BackupServices
 from ..files import FileServices
 from ..node import Node
 
@@ -68,12 +71,13 @@ class ApiBranch(JsonResource):
     it); unknown paths are a 404 after the check (§2.2).
     """
 
-    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices) -> None:
+    def __init__(self, node: Node, console: ConsoleFactory, services: FileServices,
+                 backups: BackupServices | None = None) -> None:
         super().__init__()
         self._node = node
         self.putChild(b"system", self._guard(SystemResource(node)))
         self.putChild(b"update", self._guard(UpdateResource(node)))
-        self.putChild(b"servers", ServersBranch(node, console, services))
+        self.putChild(b"servers", ServersBranch(node, console, services, backups))
         self.putChild(b"deauthorize-user", self._guard(DeauthorizeUserResource(node)))
 
     def _guard(self, resource: IResource) -> BearerGuard:
@@ -156,25 +160,30 @@ def mount(parent: Resource, name: bytes, subtree: Subtree, body_sinks: BodySinks
         body_sinks[(method, name + b"/" + path if path else name)] = factory
 
 
-def build_root(node: Node) -> Subtree:
+def build_root(node: Node, backups: BackupServices | None = None) -> Subtree:
     """
     The resource tree, with the one websocket factory every console socket
     of the node is built by, and the body sinks of its routes.
+
+    :param backups: the node's backups (``tap`` makes them with their own
+        worker pool); one running jobs on ``node.run_blocking`` otherwise.
     """
     root = JsonResource()
     body_sinks: BodySinks = {}
-    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node)))
-    root.putChild(b"download", download_tree(node))
+    backups = backups if backups is not None else BackupServices(node)
+    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node), backups))
+    root.putChild(b"download", download_tree(node, backups.servable))
     mount(root, b"upload", upload_tree(node), body_sinks)
     return Subtree(root, body_sinks)
 
 
 def build_site(node: Node, *, access_log: bool = False,
-               reactor: IReactorTime | None = None) -> ApiSite:
+               reactor: IReactorTime | None = None,
+               backups: BackupServices | None = None) -> ApiSite:
     """
     The site serving ``node``; its connection timers run on ``reactor``
     (the node's clock when not given).
     """
-    root = build_root(node)
+    root = build_root(node, backups)
     return ApiSite(root.resource, node, body_sinks=root.body_sinks, access_log=access_log,
                    reactor=reactor)
