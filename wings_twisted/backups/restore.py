@@ -37,7 +37,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 
 from ..archive import RESTORE, Extractor
-from ..archive.codecs import FdSource, gzip_source
+from ..archive.codecs import Damaged, FdSource, gzip_source
+from ..environment import EnvironmentError as EnvError
 from ..archive.readers import tar_entries
 from ..panel import PanelError
 from ..servers.occupancy import Occupied
@@ -51,7 +52,7 @@ from .errors import (
     BackupConflict,
 )
 from .limiter import TokenBucket, make_bucket
-from .services import BackupServices, run_cancellable
+from .services import EXPECTED, BackupServices, run_cancellable
 from .storage import truncate_volume
 
 __all__ = ["Escape", "begin_restore", "check_name", "extract_stream"]
@@ -203,6 +204,9 @@ async def _restore(services: BackupServices, server: Server, backup_uuid: str, a
     except CancelledError:
         log.info("Restore of {backup} into {server} was cancelled", backup=backup_uuid,
                  server=server.uuid)
+    except EXPECTED + (Escape, Damaged, EnvError, TimeoutError, ConnectionError) as e:
+        log.error("Restore of {backup} into {server} failed: {error}", backup=backup_uuid,
+                  server=server.uuid, error=str(e) or type(e).__name__)
     except Exception as e:
         log.failure("Restore of {backup} into {server} failed: {error}", backup=backup_uuid,
                     server=server.uuid, error=str(e))

@@ -38,7 +38,8 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
-from ..archive import gzip_level
+from ..archive import Cancelled, gzip_level
+from ..fs import FsError
 from ..blocking import RunBlocking
 from ..node import Node
 from ..panel import PanelError
@@ -53,7 +54,7 @@ from .errors import (
 from .index import BackupIndex
 from .limiter import make_bucket
 from .report import BackupResult
-from .s3 import upload_parts
+from .s3 import S3Error, upload_parts
 from .slots import Slots
 
 __all__ = ["ADAPTERS", "BackupServices", "Generation", "run_cancellable"]
@@ -61,6 +62,8 @@ __all__ = ["ADAPTERS", "BackupServices", "Generation", "run_cancellable"]
 log = Logger()
 
 ADAPTERS = ("wings", "s3")
+#: Failures that are the world's, not the daemon's: logged without a traceback.
+EXPECTED = (S3Error, PanelError, OSError, FsError, Cancelled)
 #: How long a DELETE waits for a cancelled generation to stop before answering.
 CANCEL_WAIT = 10.0
 
@@ -223,6 +226,9 @@ class BackupServices:
         except CancelledError:
             log.info("Backup {backup} of {server} was cancelled", backup=generation.uuid,
                      server=server.uuid)
+        except EXPECTED as e:
+            log.error("Backup {backup} of {server} failed: {error}", backup=generation.uuid,
+                      server=server.uuid, error=str(e) or type(e).__name__)
         except Exception as e:
             log.failure("Backup {backup} of {server} failed: {error}", backup=generation.uuid,
                         server=server.uuid, error=str(e))
