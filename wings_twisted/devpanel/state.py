@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 from .application import ApplicationSettings
 from .faults import FaultQueue, normalise_path
+from .objectstore import ObjectStore, ObjectStoreSettings
 from .servers import ServerFixture, StateError, build_server
 
 DEFAULT_DAEMON_URL = "http://127.0.0.1:8080"
@@ -201,6 +202,8 @@ class DevPanelState:
         self.faults = FaultQueue()
         self.s3 = S3Store()
         self.upload_ids = itertools.count(1)
+        #: A real S3-compatible bucket (``backup_storage.s3``); ``None``: the S3 double.
+        self.object_store: ObjectStore | None = None
 
     # -- construction -------------------------------------------------------
 
@@ -237,6 +240,13 @@ class DevPanelState:
         state.bucket = str(storage.get("bucket", state.bucket))
         state.auto_create_backups = bool(storage.get("auto_create", state.auto_create_backups))
         state.s3.content_type = str(storage.get("content_type", state.s3.content_type))
+        if storage.get("s3") is not None:
+            if not isinstance(storage["s3"], Mapping):
+                raise StateError("backup_storage.s3: expected a mapping")
+            try:
+                state.object_store = ObjectStore(ObjectStoreSettings.from_dict(storage["s3"]))
+            except (ValueError, TypeError, RuntimeError) as e:
+                raise StateError(str(e)) from None
         sftp = data.get("sftp") or {}
         state.sftp_throttle_attempts = int(sftp.get("throttle_attempts", state.sftp_throttle_attempts))
         state.sftp_throttle_window = float(sftp.get("throttle_window", state.sftp_throttle_window))
@@ -389,9 +399,21 @@ class DevPanelState:
         server = backup.server_uuid if backup is not None and backup.server_uuid else "unknown"
         return "{}/{}/{}.tar.gz".format(self.bucket, server, backup_uuid)
 
+    def object_key(self, backup_uuid: str) -> str:
+        """
+        ``<server uuid>/<backup uuid>.tar.gz``: the key the Panel gives an S3
+        backup in its bucket.
+        """
+        backup = self.backups.get(backup_uuid)
+        server = backup.server_uuid if backup is not None and backup.server_uuid else "unknown"
+        return "{}/{}.tar.gz".format(server, backup_uuid)
+
     def backup_download_url(self, backup_uuid: str) -> str:
         """
         The URL a Panel would pass as ``download_url`` to restore an S3
-        backup (served by the S3 double unless ``s3_base_url`` is set).
+        backup: a presigned GET of the real bucket when one is configured,
+        else the S3 double's (or ``s3_base_url``'s) object URL.
         """
+        if self.object_store is not None:
+            return self.object_store.download_url(self.object_key(backup_uuid))
         return "{}/{}".format(self.s3_base(), self.backup_object_key(backup_uuid))
