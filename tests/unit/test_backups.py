@@ -8,14 +8,13 @@ staging file.  Time is a ``Clock`` (or an injected clock and sleep): nothing sle
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
 import threading
 from typing import Any
 
-from treq.testing import RequestTraversalAgent, StringStubbingResource
+from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, Cooperator
 from twisted.python.filepath import FilePath
@@ -25,13 +24,22 @@ from twisted.web.server import Request
 
 from wings_twisted.archive import Cancelled
 from wings_twisted.backups import report, storage
-from wings_twisted.backups.download import BodyQueue, DownloadRefused, HostPolicy, \
-    check_content_type
+from wings_twisted.backups.download import (
+    BodyQueue,
+    DownloadRefused,
+    HostPolicy,
+    check_content_type,
+)
 from wings_twisted.backups.index import BackupIndex
 from wings_twisted.backups.limiter import TokenBucket, limited, make_bucket
 from wings_twisted.backups.report import BackupResult, Part
-from wings_twisted.backups.s3 import PartProducer, S3Error, check_part_count, part_ranges, \
-    upload_part
+from wings_twisted.backups.s3 import (
+    PartProducer,
+    S3Error,
+    check_part_count,
+    part_ranges,
+    upload_part,
+)
 from wings_twisted.backups.slots import Slots
 from wings_twisted.blocking import run_inline
 from wings_twisted.fs import Volume
@@ -745,8 +753,8 @@ class BodyQueueTests(SynchronousTestCase):
         The transport is paused above the high-water mark and resumed once the reader drained
         below the low-water mark; the bytes arrive in order, then the end.
         """
-        from twisted.web.client import ResponseDone
         from twisted.python.failure import Failure
+        from twisted.web.client import ResponseDone
         for _ in range(6):
             self.body.dataReceived(b"x" * 20)
         self.assertEqual(self.transport.paused, 1)

@@ -38,8 +38,8 @@ from twisted.web.iweb import IResponse
 
 from ..archive import RESTORE, Extractor
 from ..archive.codecs import Damaged, FdSource, gzip_source
-from ..environment import EnvironmentError as EnvError
 from ..archive.readers import tar_entries
+from ..environment import EnvironmentError as EnvError
 from ..panel import PanelError
 from ..servers.occupancy import Occupied
 from ..servers.server import Server

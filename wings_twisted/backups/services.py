@@ -39,8 +39,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
 from ..archive import Cancelled, gzip_level
-from ..fs import FsError
 from ..blocking import RunBlocking
+from ..fs import FsError
 from ..node import Node
 from ..panel import PanelError
 from ..servers.server import Server

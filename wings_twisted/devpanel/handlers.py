@@ -277,6 +277,7 @@ def backup_report(call: Call) -> Reply:
         return error_reply(400, "Cannot update the status of a backup that is already marked as completed.")
     body = call.body
     backup.completed = True
+    backup.completed_at = call.now
     backup.successful = bool(successful)
     backup.locked = backup.locked if successful else False
     backup.checksum = "{}:{}".format(body["checksum_type"], body["checksum"]) if successful else None

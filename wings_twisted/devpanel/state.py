@@ -95,6 +95,9 @@ class BackupFixture:
     size: int = 0
     parts: list[dict[str, Any]] | None = None
     locked: bool = False
+    name: str = ""
+    ignored_files: list[str] = field(default_factory=list)
+    completed_at: float | None = None
 
 
 @dataclass
