@@ -251,7 +251,8 @@ class Daemon:
     def __init__(self, processes: Processes, base: str, *, upload_limit: int = 4096,
                  listen: str | None = None, server: dict[str, Any] | None = None,
                  config_overrides: dict[str, Any] | None = None,
-                 users: dict[str, Any] | None = None) -> None:
+                 users: dict[str, Any] | None = None,
+                 panel_overrides: dict[str, Any] | None = None) -> None:
         import yaml
 
         self.base = base
@@ -263,6 +264,7 @@ class Daemon:
                          "url": "http://127.0.0.1:8081"},
                 "servers": {SERVER: dict({"disk_space": 0, "name": "bench"}, **(server or {}))},
                 "users": users or {},
+                **(panel_overrides or {}),
             }, f)
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
         panel_log = os.path.join(base, "devpanel.log")
