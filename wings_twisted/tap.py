@@ -280,6 +280,9 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
         make_environment.setServiceParent(service)
     elif docker is not None:
         _Closing(docker.close).setServiceParent(service)
+    if isinstance(make_environment, ProcessEnvironments):
+        # Once the servers stopped: the daemon's empty cgroup base goes.
+        _Closing(make_environment.release).setServiceParent(service)
     _Closing(lambda: _stopped(cooperator)).setServiceParent(service)
     site = build_site(node, access_log=debug or config.debug, reactor=reactor, backups=backups)
     description = listen or listen_description(config)

@@ -21,14 +21,14 @@ import weakref
 from typing import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ..blocking import RunBlocking
 from ..config import Config
 from ..reactor import IReactor
 from . import EnvironmentSettings, IEnvironment
-from .cgroups import CgroupHost, detect_cgroups
+from .cgroups import CgroupHost, base_name, detect_cgroups
 from .docker import DockerClient, DockerError
 from .docker.engine import Engine
 from .docker.environment import DockerEnvironment
@@ -65,12 +65,22 @@ class ProcessEnvironments:
         The cgroup hierarchy every process environment puts servers in.
         """
         if not self._detected:
-            host = await self._run_blocking(detect_cgroups)
+            host = await self._run_blocking(
+                detect_cgroups, name=base_name(self._config().system.data))
             if not self._detected:
                 self._host, self._detected = host, True
                 if host is not None:
                     log.info("Process limits use {host}", host=host.describe())
         return self._host
+
+    def release(self) -> Deferred[None]:
+        """
+        At shutdown, once every server stopped: remove the empty cgroup base
+        (`CgroupHost.release`).
+        """
+        if self._host is None:
+            return succeed(None)
+        return self._run_blocking(self._host.release)
 
 
 class DockerEnvironments(Service):
