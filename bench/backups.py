@@ -31,9 +31,27 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from archives import TREE, Run, _alternate, _shell, clean, make_tree, warm_tree  # noqa: E402
-from common import (MIB, REPO, SERVER, TOKEN, Background, Daemon, Meter, Processes,  # noqa: E402
-                    arguments, header_lines, log, median, mib_s, profile_if_missed, scratch,
-                    table, this_command, verdict_lines, write_section)
+from common import (  # noqa: E402
+    MIB,
+    REPO,
+    SERVER,
+    TOKEN,
+    Background,
+    Daemon,
+    Meter,
+    Processes,
+    arguments,
+    header_lines,
+    log,
+    median,
+    mib_s,
+    profile_if_missed,
+    scratch,
+    table,
+    this_command,
+    verdict_lines,
+    write_section,
+)
 
 TARGET_RATIO = 0.9
 LOCAL = ("daemon", "tar c | pigz -1")

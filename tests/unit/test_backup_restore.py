@@ -272,3 +272,28 @@ class HostileArchiveTests(SynchronousTestCase):
         self.assertEqual(open(os.path.join(server.volume.root, "link", "passwd")).read(), "x")
         [report] = h.state.requests("POST", "/backups/{}/restore".format(BACKUP))
         self.assertEqual(report.raw_body, b'{"successful": false}')
+
+
+class RestoreQuotaTests(SynchronousTestCase):
+    """
+    A restore against the server's disk limit (backups.md §8.4 step 5).
+    """
+
+    def test_over_quota_fails_without_partial_file(self) -> None:
+        """
+        An entry that does not fit fails the restore when it reaches the limit: the files
+        before it stay, nothing of it is left, the Panel hears ``{"successful": false}``.
+        """
+        h = BackupHarness(FilePath(self.mktemp()))
+        h.state.add_server(SERVER, disk_space=1)
+        h.state.add_backup(BACKUP, server=SERVER)
+        server = h.add_server()
+        with open(os.path.join(h.config.system.backup_directory, BACKUP + ".tar.gz"), "wb") as f:
+            f.write(tar_gz([("small.txt", b"s"), ("big.bin", os.urandom(3 * 1024 * 1024))]))
+        response = h.post("/api/servers/{}/backup/{}/restore".format(SERVER, BACKUP),
+                          {"adapter": "wings"})
+        self.assertEqual(response.status, 202)
+        h.pump()
+        self.assertEqual(sorted(os.listdir(server.volume.root)), ["small.txt"])
+        [report] = h.state.requests("POST", "/backups/{}/restore".format(BACKUP))
+        self.assertEqual(report.raw_body, b'{"successful": false}')

@@ -820,3 +820,58 @@ class IndexTests(SynchronousTestCase):
         third = BackupIndex(path, run_inline)
         self.successResultOf(Deferred.fromCoroutine(third.load()))
         self.assertIsNone(third.get(BACKUP))
+
+
+class DownloadGuardTests(SynchronousTestCase):
+    """
+    The restore download's address filter (backups.md §8.3), before any connection.
+    """
+
+    def open(self, url: str, allow: list[str] | None = None,
+             answers: dict[str, list[str]] | None = None) -> Any:
+        from twisted.internet.address import IPv4Address
+        from twisted.test.proto_helpers import MemoryReactorClock
+
+        from wings_twisted.backups.download import open_download
+
+        class Resolver:
+            def resolveHostName(self, receiver: Any, name: str, port: int = 0,
+                                *args: Any, **kwargs: Any) -> None:
+                receiver.resolutionBegan(None)
+                for address in (answers or {}).get(name, []):
+                    receiver.addressResolved(IPv4Address("TCP", address, port))
+                receiver.resolutionComplete()
+
+        reactor = MemoryReactorClock()
+        d = Deferred.fromCoroutine(open_download(url, HostPolicy(allow or []), reactor, reactor,
+                                                 Resolver(), None))  # type: ignore[arg-type]
+        return reactor, d
+
+    def refused(self, d: Deferred[Any]) -> str:
+        return str(self.failureResultOf(d, DownloadRefused).value)
+
+    def test_blocked_addresses(self) -> None:
+        """
+        Loopback, private and link-local targets are refused with the spec's text, by address
+        or through a name, and nothing is connected.
+        """
+        for url, answers in (("http://127.0.0.1:9000/b/k", None),
+                             ("https://169.254.169.254/latest", None),
+                             ("http://s3.example/b/k", {"s3.example": ["93.184.216.34",
+                                                                       "10.0.0.5"]})):
+            reactor, d = self.open(url, answers=answers)
+            self.assertEqual(self.refused(d), "The provided backup link resolves to a blocked "
+                                              "address.")
+            self.assertEqual(reactor.tcpClients, [])
+
+    def test_allowlist_and_bad_links(self) -> None:
+        """
+        A listed address is connected to; a URL that is not http(s) with a host is refused.
+        """
+        reactor, d = self.open("http://127.0.0.1:9000/b/k", allow=["127.0.0.1"])
+        self.assertEqual([c[:2] for c in reactor.tcpClients], [("127.0.0.1", 9000)])
+        d.cancel()
+        self.failureResultOf(d)
+        for bad in ("ftp://127.0.0.1/x", "http:///x", "file:///etc/passwd"):
+            _, d = self.open(bad)
+            self.assertIn("backup link", self.refused(d))
