@@ -120,17 +120,40 @@ class BackupServices:
                  agent: IAgent | None = None,
                  call_from_thread: Callable[..., object] | None = None,
                  index: BackupIndex | None = None) -> None:
+        # Nothing of the node is read here: resources are built before (and in tests without)
+        # the parts these use.
         self.node = node
-        self.run_job: RunBlocking = run_job if run_job is not None else node.run_blocking
+        self._run_job = run_job
         self._agent = agent
         self.call_from_thread = call_from_thread if call_from_thread is not None else (
             lambda fn, *args: fn(*args))
-        self.index = index if index is not None else BackupIndex(
-            os.path.join(node.config.system.root_directory, "wings.db"), node.run_blocking)
+        self._index = index
         self.generating: dict[str, Generation] = {}
         self.slots = Slots(lambda: self.node.config.system.backups.max_concurrent)
         #: server uuid -> the restore job running for it (restore.py).
         self.restores: dict[str, Deferred[Any]] = {}
+
+    @property
+    def run_job(self) -> RunBlocking:
+        """
+        Runs blocking backup and restore work (the backup pool, else ``node.run_blocking``).
+        """
+        return self._run_job if self._run_job is not None else self.node.run_blocking
+
+    @run_job.setter
+    def run_job(self, run_job: RunBlocking) -> None:
+        self._run_job = run_job
+
+    @property
+    def index(self) -> BackupIndex:
+        """
+        The ownership index (in ``<root_directory>/wings.db`` unless one was given).
+        """
+        if self._index is None:
+            self._index = BackupIndex(
+                os.path.join(self.node.config.system.root_directory, "wings.db"),
+                self.node.run_blocking)
+        return self._index
 
     # -- start-up ------------------------------------------------------------------------------
 
