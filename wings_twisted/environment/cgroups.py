@@ -23,11 +23,9 @@ A v1/v2 hybrid host whose unified hierarchy carries no controllers (systemd's
 not root) gives ``None`` and the environment falls back to its memory
 watchdog.
 
-Each server gets ``<hierarchy>/wings-twisted/<uuid>``, or
-``<hierarchy>/wings-twisted-<hash of system.data>/<uuid>`` when ``system.data``
-is not the default (`base_name`): two daemons on one host (a second
-development node, the tests, a transfer between two local nodes) may hold the
-same server uuid, and one must never empty or limit the other's group.  The groups sit at the
+Each server gets ``<hierarchy>/wings-twisted[-<hash of system.data>]/<uuid>``
+(`base_name`): two daemons of one host (a second development node, tests) may
+hold the same uuid, and must never empty each other's groups.  The groups sit at the
 top of the hierarchy, beside the daemon's own group rather than inside it,
 as Docker's ``cgroupfs`` driver does: cgroup v2 forbids enabling controllers
 below a group that holds processes, and one layout for both versions is
@@ -218,8 +216,7 @@ class CgroupHost:
 
     def release(self) -> None:
         """
-        Remove the base directories if no group is left in them (at shutdown: a daemon with a
-        per-instance base, `base_name`, leaves nothing behind).  Blocking.
+        Remove the base directories if no group is left in them (at shutdown).  Blocking.
         """
         for base in set(self.bases.values()):
             try:

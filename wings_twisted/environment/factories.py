@@ -18,7 +18,7 @@ servers here, and power actions say so.
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -30,9 +30,10 @@ from ..reactor import IReactor
 from . import EnvironmentSettings, IEnvironment
 from .cgroups import CgroupHost, base_name, detect_cgroups
 from .docker import DockerClient, DockerError
-from .docker.engine import Engine
-from .docker.environment import DockerEnvironment
 from .process import ProcessEnvironment
+
+if TYPE_CHECKING:
+    from .docker.environment import DockerEnvironment
 
 log = Logger()
 
@@ -91,6 +92,8 @@ class DockerEnvironments(Service):
 
     def __init__(self, *, client: DockerClient, config: Callable[[], Config],
                  run_blocking: RunBlocking) -> None:
+        # Imported here: a node on the process driver never loads the container code.
+        from .docker.engine import Engine
         self.engine = Engine(client, config)
         self._run_blocking = run_blocking
         self._made: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
@@ -100,6 +103,7 @@ class DockerEnvironments(Service):
         """
         A Docker environment for one server.
         """
+        from .docker.environment import DockerEnvironment
         environment = DockerEnvironment(settings, engine=self.engine,
                                         run_blocking=self._run_blocking)
         self._made.add(environment)
