@@ -268,6 +268,8 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
     # starve the default pool; max_concurrent is enforced by BackupServices' slots.
     backup_pool = ThreadPool(minthreads=0, maxthreads=BACKUP_THREADS, name="wings-backups")
     backups = BackupServices(node, run_job=thread_pool_runner(reactor, backup_pool),
+                             agent=Agent(reactor, contextFactory=policy,
+                                         pool=QuietConnectionPool(reactor, persistent=True)),
                              call_from_thread=getattr(reactor, "callFromThread", None))
     sftp = SftpService(node, reactor, fatal=fatal)
     service = WingsService(node, fatal=fatal, after_boot=[backups.start, sftp.start])

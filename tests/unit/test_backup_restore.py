@@ -213,6 +213,19 @@ class RestoreGuardTests(SynchronousTestCase):
         write = self.h.post("/api/servers/{}/files/write?file=/x".format(SERVER), b"data")
         self.assertEqual(write.status, 204)
 
+    def test_gone_process_counts_as_stopped(self) -> None:
+        """
+        §8.4 step 2: a stop that fails because the process (container) is gone, leaving the
+        server offline, counts as stopped: the restore goes on.
+        """
+        from wings_twisted.environment import EnvironmentError as EnvError
+        self.env.state = "offline"
+        self.env.stop.errback(EnvError("container not found"))
+        self.h.pump()
+        self.assertEqual(os.listdir(self.server.volume.root), ["new.txt"])
+        [report] = self.h.state.requests("POST", "/backups/{}/restore".format(BACKUP))
+        self.assertEqual(report.raw_body, b'{"successful": true}')
+
     def test_stop_failure_fails_restore(self) -> None:
         """
         §8.4 step 2: a process that does not stop fails the restore; nothing is deleted; the

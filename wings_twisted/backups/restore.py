@@ -178,7 +178,12 @@ async def _restore(services: BackupServices, server: Server, backup_uuid: str, a
     try:
         env = server.environment
         if env is not None and server.state != "offline":
-            await env.wait_for_stop(STOP_BUDGET, False)
+            try:
+                await env.wait_for_stop(STOP_BUDGET, False)
+            except EnvError:
+                # A process (or container) that is gone counts as stopped (§8.4 step 2).
+                if server.state != "offline":
+                    raise
         if truncate:
             await services.run_job(truncate_volume, server.volume)
         bucket = make_bucket(node.config.system.backups.write_limit)
