@@ -288,6 +288,8 @@ class Daemon:
             "environment": {"driver": "process"},
         }
         config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        # Any free port: several daemons (and other benchmarks) may run at once.
+        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
         # Never write /etc/logrotate.d/wings from a benchmark.
         config["system"]["enable_log_rotate"] = False
         # An existing account: as root the daemon would otherwise create "pterodactyl",
