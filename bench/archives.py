@@ -308,7 +308,6 @@ def report(compress: dict[str, list[Run]], decompress: dict[str, list[Run]], ben
     size = RANDOM_SIZE + TEXT_TOTAL
     wall = {t: median([r.seconds for r in compress[t]]) for t in COMPRESS}
     unwall = {t: median([r.seconds for r in decompress[t]]) for t in DECOMPRESS}
-    peak = max(r.rss for r in compress["daemon"] + decompress["daemon"])
     compress_peak = max(r.rss for r in compress["daemon"])
     vs_pigz = ratio(wall["tar c | pigz -1"], wall["daemon"])
     vs_xzf = ratio(unwall["tar xzf"], unwall["daemon"])

@@ -241,8 +241,10 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
 class Daemon:
     """
     The development panel and ``twistd -n wings`` (process driver) with one
-    server whose volume is ``<scratch>/data/<SERVER>``; ``listen`` overrides
-    the listener's strports description (``wings --listen``).
+    server whose volume is ``<scratch>/data/<SERVER>`` (and ``more_servers``,
+    uuid → development-panel fixture); ``listen`` overrides the listener's
+    strports description (``wings --listen``); ``entry`` is ``twistd``
+    (``twistd -n wings``) or ``wings`` (the ``wings`` command).
     """
 
     LISTENING = re.compile(r"ApiSite starting on (\d+)")
@@ -251,18 +253,24 @@ class Daemon:
     def __init__(self, processes: Processes, base: str, *, upload_limit: int = 4096,
                  listen: str | None = None, server: dict[str, Any] | None = None,
                  config_overrides: dict[str, Any] | None = None,
-                 users: dict[str, Any] | None = None) -> None:
+                 users: dict[str, Any] | None = None,
+                 panel_overrides: dict[str, Any] | None = None,
+                 more_servers: dict[str, dict[str, Any]] | None = None,
+                 entry: str = "twistd") -> None:
         import yaml
 
         self.base = base
         self.volume = os.path.join(base, "data", SERVER)
+        self.uuids = [SERVER] + list(more_servers or ())
         panel_config = os.path.join(base, "devpanel.yml")
         with open(panel_config, "w") as f:
             yaml.safe_dump({
                 "node": {"token_id": TOKEN_ID, "token": TOKEN, "daemon_url": "http://127.0.0.1:8080",
                          "url": "http://127.0.0.1:8081"},
-                "servers": {SERVER: dict({"disk_space": 0, "name": "bench"}, **(server or {}))},
+                "servers": dict({SERVER: dict({"disk_space": 0, "name": "bench"}, **(server or {}))},
+                                **(more_servers or {})),
                 "users": users or {},
+                **(panel_overrides or {}),
             }, f)
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
         panel_log = os.path.join(base, "devpanel.log")
@@ -280,6 +288,8 @@ class Daemon:
             "environment": {"driver": "process"},
         }
         config["system"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
+        # Any free port: several daemons (and other benchmarks) may run at once.
+        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
         # Never write /etc/logrotate.d/wings from a benchmark.
         config["system"]["enable_log_rotate"] = False
         # An existing account: as root the daemon would otherwise create "pterodactyl",
@@ -290,8 +300,12 @@ class Daemon:
         self.config_path = os.path.join(base, "config.yml")
         with open(self.config_path, "w") as f:
             yaml.safe_dump(config, f)
-        twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
-        self.command = [twistd, "--pidfile=", "-n", "--logfile=-", "wings", "--config", self.config_path]
+        if entry == "wings":
+            # What the systemd unit runs (no twistd plugin scan, pdb, pid file).
+            self.command = [PYTHON, "-m", "wings_twisted.cli", "--config", self.config_path]
+        else:
+            twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
+            self.command = [twistd, "--pidfile=", "-n", "--logfile=-", "wings", "--config", self.config_path]
         if listen:
             self.command += ["--listen", listen]
         self.log_path = os.path.join(base, "daemon.log")
@@ -305,7 +319,8 @@ class Daemon:
 
     def _booted(self) -> bool:
         status, body = http_get(self.url + "/api/servers", {"Authorization": "Bearer " + TOKEN})
-        return status == 200 and SERVER.encode() in body and os.path.isdir(self.volume)
+        return status == 200 and all(uuid.encode() in body for uuid in self.uuids) \
+            and os.path.isdir(self.volume)
 
     def add_file(self, source: str, name: str) -> str:
         """

@@ -285,6 +285,40 @@ class PanelClient:
         """
         await self.request("POST", "/activity", body={"data": list(records)})
 
+    # Backups
+
+    async def backup_part_urls(self, backup_uuid: str, size: int) -> tuple[list[str], int]:
+        """
+        ``GET /backups/{uuid}?size=`` (panel.md §5.2, backups.md §6.1 step 3): the presigned
+        part URLs and the part size.  A 4xx fails at once; an answer without a list of URL
+        strings and a positive integer ``part_size`` is a `PanelError`.
+        """
+        def check(answer: Any) -> tuple[list[str], int]:
+            parts = answer.get("parts") if isinstance(answer, Mapping) else None
+            part_size = answer.get("part_size") if isinstance(answer, Mapping) else None
+            if (not isinstance(parts, list) or not all(isinstance(p, str) for p in parts)
+                    or isinstance(part_size, bool) or not isinstance(part_size, int)
+                    or part_size <= 0):
+                raise _invalid("The panel's part list is not usable.")
+            return list(parts), part_size
+
+        answer: tuple[list[str], int] = await self.request_json(
+            "GET", "/backups/{}".format(backup_uuid), check, params={"size": str(size)})
+        return answer
+
+    async def report_backup(self, backup_uuid: str, body: Mapping[str, Any]) -> None:
+        """
+        ``POST /backups/{uuid}`` with the flat result object (backups.md §7.1).
+        """
+        await self.request("POST", "/backups/{}".format(backup_uuid), body=dict(body))
+
+    async def report_restore(self, backup_uuid: str, successful: bool) -> None:
+        """
+        ``POST /backups/{uuid}/restore`` (backups.md §8.4 step 6).
+        """
+        await self.request("POST", "/backups/{}/restore".format(backup_uuid),
+                           body={"successful": successful})
+
     # Transfers
 
     async def report_transfer_success(self, uuid: str) -> None:

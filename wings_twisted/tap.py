@@ -54,6 +54,7 @@ from .node import Node, Outgoing
 from .panel import PanelClient
 from .reactor import IReactor
 from .servers.context import EnvironmentFactory
+from .backups import BackupServices
 from .service import ThreadPoolService, WingsService
 from .sftp.service import SftpService
 from .sysuser import SystemUserError, resolve_system_user
@@ -67,6 +68,9 @@ DEFAULT_CONFIG = "/etc/pterodactyl/config.yml"
 # download manager open many connections at once; the kernel caps this at
 # net.core.somaxconn.
 BACKLOG = 1024
+#: Worker threads of the backup pool (backups, restores; system.backups.max_concurrent limits
+#: the backups among them).
+BACKUP_THREADS = 16
 
 
 def raise_open_files(getrlimit: Callable[[int], tuple[int, int]] | None = None,
@@ -260,9 +264,17 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
             reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             reactor.stop()
 
+    # Backups and restores run on a pool of their own (backups.md §12): long archive jobs never
+    # starve the default pool; max_concurrent is enforced by BackupServices' slots.
+    backup_pool = ThreadPool(minthreads=0, maxthreads=BACKUP_THREADS, name="wings-backups")
+    backups = BackupServices(node, run_job=thread_pool_runner(reactor, backup_pool),
+                             agent=Agent(reactor, contextFactory=policy,
+                                         pool=QuietConnectionPool(reactor, persistent=True)),
+                             call_from_thread=getattr(reactor, "callFromThread", None))
     sftp = SftpService(node, reactor, fatal=fatal)
-    service = WingsService(node, fatal=fatal, after_boot=[sftp.start])
+    service = WingsService(node, fatal=fatal, after_boot=[backups.start, sftp.start])
     ThreadPoolService(pool).setServiceParent(service)
+    ThreadPoolService(backup_pool).setServiceParent(service)
     sftp.setServiceParent(service)
     if isinstance(make_environment, DockerEnvironments):
         # Checks the engine at boot; at shutdown lets go of the containers
@@ -270,8 +282,11 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
         make_environment.setServiceParent(service)
     elif docker is not None:
         _Closing(docker.close).setServiceParent(service)
+    if isinstance(make_environment, ProcessEnvironments):
+        # Once the servers stopped: the daemon's empty cgroup base goes.
+        _Closing(make_environment.release).setServiceParent(service)
     _Closing(lambda: _stopped(cooperator)).setServiceParent(service)
-    site = build_site(node, access_log=debug or config.debug, reactor=reactor)
+    site = build_site(node, access_log=debug or config.debug, reactor=reactor, backups=backups)
     description = listen or listen_description(config)
     try:
         inner = strports.service(description, site, reactor=reactor)

@@ -83,6 +83,7 @@ class ConsoleTestCase(DaemonTestCase):
         url = self.url.replace("http://", "ws://") + "/api/servers/{}/ws".format(SERVER)
         client = WsClient(reactor, url, self.panel.url if origin is None else origin)
         self.addCleanup(client.close)
+        self.clients = getattr(self, "clients", []) + [client]
         await client.opened.addTimeout(15, reactor)
         if auth:
             client.send("auth", self.ws_token(user))

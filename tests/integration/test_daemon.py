@@ -132,10 +132,23 @@ class DaemonTestCase(TestCase):
                 return None
             return _timeout(daemon.exited, 15)
         self.addCleanup(stop)
+        self.addCleanup(self._keep_output, daemon)
         self.process = process
         return daemon
 
+    def _keep_output(self, daemon: _Daemon) -> None:
+        # The daemon's log and what the consoles saw, beside trial's log (in
+        # trial's working directory), for reading a failure.
+        with open("daemon-{}.log".format(self.id().rsplit(".", 1)[-1]), "a") as f:
+            f.write(daemon.output)
+            for client in getattr(self, "clients", []):
+                f.write("\n--- console events\n")
+                f.write("\n".join(json.dumps(e) for e in client.events))
+
     async def start(self, *servers: str, **api: Any) -> None:
+        log = "daemon-{}.log".format(self.id().rsplit(".", 1)[-1])
+        if os.path.exists(log):
+            os.remove(log)
         self.base = tempfile.mkdtemp(prefix="wings-it-")
         self.addCleanup(shutil.rmtree, self.base, True)
         await self.start_panel(*servers)

@@ -84,12 +84,6 @@ class DockerDaemonTestCase(DaemonTestCase):
         self.servers = servers
         await self.start(*servers)
 
-    async def start(self, *servers: str, **api: Any) -> None:
-        log = "daemon-{}.log".format(self.id().rsplit(".", 1)[-1])
-        if os.path.exists(log):
-            os.remove(log)
-        await super().start(*servers, **api)
-
     async def start_panel(self, *servers: str) -> None:
         fixtures = []
         for uuid in servers:
@@ -139,15 +133,6 @@ class DockerDaemonTestCase(DaemonTestCase):
         self.addCleanup(self._keep_output, daemon)
         self.process = process
         return daemon
-
-    def _keep_output(self, daemon: _Daemon) -> None:
-        # The daemon's log and what the consoles saw, beside trial's log,
-        # for reading a failure.
-        with open("daemon-{}.log".format(self.id().rsplit(".", 1)[-1]), "a") as f:
-            f.write(daemon.output)
-            for client in getattr(self, "clients", []):
-                f.write("\n--- console events\n")
-                f.write("\n".join(json.dumps(e) for e in client.events))
 
     async def restart_daemon(self) -> None:
         """

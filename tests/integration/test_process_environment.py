@@ -746,25 +746,29 @@ class LeftoverTests(EnvTestMixin, TestCase):
         A game that ignores SIGHUP and its ``setsid`` child, both carrying the server's marker
         (as a previous run spawned them), are stopped by the first ``is_running()`` of a new
         environment, which then reports the server not running; another server's processes
-        are left alone.
+        are left alone, and so are those of the same server uuid on another daemon of the
+        host (another volume root: a second node, a transfer between two local nodes).
         """
         import subprocess
-        from wings_twisted.environment.leftovers import MARKER, find_marked
+        from wings_twisted.environment.leftovers import find_marked, marker
         uuid = "6e1d8b5f-2222-4333-8444-a55566667777"
         other = "6e1d8b5f-2222-4333-8444-a55566668888"
+        base = FilePath(self.mktemp())
+        volume = base.child("volumes").child(uuid)
+        volume.makedirs()
+        others = [base.child("volumes").child(other).path,
+                  base.child("second-node").child(uuid).path]
         script = "trap '' HUP TERM; setsid sh -c 'trap \"\" HUP; sleep 300' & sleep 300"
         spawned = []
-        for owner in (uuid, other):
-            env = dict(os.environ, **{MARKER: owner})
+        for owner in [volume.path] + others:
+            env = dict(os.environ, **dict([marker(owner)]))
             spawned.append(subprocess.Popen(["sh", "-c", script], env=env,
                                             start_new_session=True))
         self.addCleanup(lambda: [p.kill() for p in spawned])
-        self.addCleanup(lambda: [os.kill(pid, 9) for pid in find_marked(other)])
-        await poll(lambda: len(find_marked(uuid)) >= 3)
-        await poll(lambda: len(find_marked(other)) >= 3)
-        base = FilePath(self.mktemp())
-        volume = base.child("volume")
-        volume.makedirs()
+        for owner in others:
+            self.addCleanup(lambda o=owner: [os.kill(pid, 9) for pid in find_marked(o)])
+        for owner in [volume.path] + others:
+            await poll(lambda o=owner: len(find_marked(o)) >= 3)
         config = make_config(base, environment={"driver": "process"})
         settings = EnvironmentSettings(uuid=uuid, volume=volume.path, invocation="true")
         environment = ProcessEnvironment(settings, reactor=real_reactor(), config=config,
@@ -773,8 +777,9 @@ class LeftoverTests(EnvTestMixin, TestCase):
         running = await environment.is_running().addTimeout(TIMEOUT, real_reactor())
         self.assertFalse(running)
         spawned[0].wait(TIMEOUT)
-        await poll(lambda: find_marked(uuid) == [])
-        self.assertGreaterEqual(len(find_marked(other)), 3)
+        await poll(lambda: find_marked(volume.path) == [])
+        for owner in others:
+            self.assertGreaterEqual(len(find_marked(owner)), 3, owner)
 
     async def test_started_processes_are_marked(self) -> None:
         """
@@ -785,6 +790,6 @@ class LeftoverTests(EnvTestMixin, TestCase):
         environment, _ = self.make_env("sleep 30")
         await environment.start()
         self.assertTrue(await environment.is_running())
-        await poll(lambda: len(find_marked(environment.settings.uuid)) >= 1)
+        await poll(lambda: len(find_marked(environment.settings.volume)) >= 1)
         self.assertTrue(await environment.is_running())
         await environment.wait_for_stop(TIMEOUT, True)

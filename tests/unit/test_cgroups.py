@@ -5,6 +5,8 @@ detection and limit writing on fake cgroup trees (plain directories).
 
 from __future__ import annotations
 
+import os
+
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +15,7 @@ from wings_twisted.environment import Limits
 from wings_twisted.environment.cgroups import (
     CgroupHost,
     CgroupLimits,
+    base_name,
     bounded_memory,
     cgroup_limits,
     detect_cgroups,
@@ -116,6 +119,31 @@ class FakeTreeTests(SynchronousTestCase):
                          self.root.child("memory").child("wings-twisted").path)
         self.assertEqual(host.bases["cpu"], host.bases["cpuacct"])
         self.assertEqual(host.controllers, {"memory", "cpu", "cpuacct", "pids"})
+
+    def test_base_per_daemon_and_released_when_empty(self) -> None:
+        """
+        The default install keeps ``wings-twisted``; another volume root gets its own base, so
+        two daemons of one host holding the same server uuid never share a group.  ``release``
+        removes the bases only once no group is left in them.
+        """
+        self.assertEqual(base_name("/var/lib/pterodactyl/volumes"), "wings-twisted")
+        self.assertEqual(base_name("/var/lib/pterodactyl/volumes/"), "wings-twisted")
+        first, second = base_name("/srv/a/volumes"), base_name("/srv/b/volumes")
+        self.assertNotEqual(first, second)
+        self.assertTrue(first.startswith("wings-twisted-"))
+        self.assertEqual(first, base_name("/srv/a/volumes"))
+        memory = self._dir("memory")
+        self.mountinfo.setContent(_mountinfo((memory, "cgroup", "memory")).encode())
+        host = detect_cgroups(name=first, mountinfo=self.mountinfo.path)
+        assert host is not None
+        self.assertEqual(host.bases["memory"], self.root.child("memory").child(first).path)
+        group = host.group("abc")
+        group.create()
+        host.release()
+        self.assertTrue(os.path.isdir(host.bases["memory"]))
+        os.rmdir(group.paths["memory"])
+        host.release()
+        self.assertFalse(os.path.exists(host.bases["memory"]))
 
     def test_v1_limits(self) -> None:
         """

@@ -19,6 +19,7 @@ from zope.interface.verify import verifyObject
 from wings_twisted.devpanel.faults import Respond
 from wings_twisted.environment import IEnvironment, InstallResult
 from wings_twisted.servers import crash, install, lifecycle
+from wings_twisted.servers.events import CONSOLE_WINDOW
 from wings_twisted.servers.power import (
     PowerError,
     PowerLocked,
@@ -341,6 +342,32 @@ class StatsAndConsoleTests(LifecycleCase):
             "Server is exceeding the assigned disk space limit, stopping process now."), 1)
         self.assertIn(("wait_for_stop", 60.0, True), self.env.calls)
         self.assertEqual(self.server.state, "offline")
+
+
+class ConsoleBatchTests(LifecycleCase):
+    def test_console_lines_batched_per_window(self) -> None:
+        """
+        A console socket gets the lines printed within ``CONSOLE_WINDOW`` of the first pending
+        one in one batch (one write per socket), a later line in the next; a status change
+        sends the pending lines first, so the order holds.
+        """
+        batches: list[list[str]] = []
+        self.server.events.subscribe(lambda e: batches.append([e.name]),
+                                     batch=lambda b: batches.append([e.arg or "" for e in b.events]))
+        self.power("start")
+        batches.clear()
+        clock = self.harness.clock
+        self.env.emit("a")
+        clock.advance(CONSOLE_WINDOW / 2)
+        self.env.emit("b")
+        self.assertEqual(batches, [])
+        clock.advance(CONSOLE_WINDOW / 2)
+        self.assertEqual(batches, [["a", "b"]])
+        self.env.emit("c")
+        self.env.emit("Server is ready")
+        self.assertEqual(batches[1:], [["c", "Server is ready"], ["status"]])
+        clock.advance(CONSOLE_WINDOW)
+        self.assertEqual(len(batches), 3)
 
 
 class SyncTests(LifecycleCase):

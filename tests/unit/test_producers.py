@@ -1,15 +1,18 @@
 """
-Tests for ``FileSpanProducer`` (the copy path; the sendfile path runs in the
-integration tests over real sockets, and its Twisted hook is pinned in
-``test_twisted_internals``).
+Tests for ``FileSpanProducer``: the copy path, and the sendfile path over a real socket pair
+with a ``MemoryReactor`` standing in for the reactor's descriptor set (the integration tests run
+it over real connections; its Twisted hook is pinned in ``test_twisted_internals``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -153,3 +156,94 @@ class FileSpanProducerTests(SynchronousTestCase):
         self.assertEqual(transport.value(), self.data[7:1007])
         self.assertIsNone(transport.producer)
         self.assertClosed(fd)
+
+
+class _Protocol:
+    def makeConnection(self, transport) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+
+class SendfileTests(SynchronousTestCase):
+    """
+    ``FileSpanProducer`` over a plain TCP transport: woken once by the transport, then by its
+    own writer on a duplicate of the socket.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.data = os.urandom(5 * 1024 * 1024 + 17)
+        with open(self.path, "wb") as f:
+            f.write(self.data)
+        self.ours, self.peer = socket.socketpair()
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.peer.close)
+        self.ours.setblocking(False)
+        self.reactor = MemoryReactor()
+        self.transport = tcp.Connection(self.ours, _Protocol(), reactor=self.reactor)
+        self.fds_before = set(os.listdir("/proc/self/fd"))
+
+    def drain(self) -> bytes:
+        received = []
+        self.peer.setblocking(False)
+        while True:
+            try:
+                chunk = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                return b"".join(received)
+            if not chunk:
+                return b"".join(received)
+            received.append(chunk)
+
+    def writers(self) -> list:
+        return [w for w in self.reactor.getWriters() if w is not self.transport]
+
+    def test_own_writer_until_done(self) -> None:
+        """
+        The first wake-up comes through the transport; the producer then registers one writer
+        of its own (never the transport again) and sends on each writable event until the span
+        is done, when the writer is removed and its duplicate descriptor closed.
+        """
+        fd = os.open(self.path, os.O_RDONLY)
+        producer = FileSpanProducer(fd, 3, len(self.data) - 3, transport=self.transport)
+        done = producer.start(self.transport)
+        self.assertIn(self.transport, self.reactor.getWriters())
+        self.transport.doWrite()    # the transport's buffer is empty: it resumes us
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+        [writer] = self.writers()
+        received = [self.drain()]
+        while not done.called:
+            writer.doWrite()
+            received.append(self.drain())
+            self.assertNotIn(self.transport, self.reactor.getWriters())
+        self.successResultOf(done)
+        self.assertEqual(b"".join(received), self.data[3:])
+        self.assertEqual(self.writers(), [])
+        self.assertEqual(set(os.listdir("/proc/self/fd")), self.fds_before)
+
+    def test_pause_resume_and_lost(self) -> None:
+        """
+        A pause takes the writer out of the reactor and a resume puts it back; the reactor
+        reporting the writer's descriptor lost ends the span with ``Stopped`` and closes both
+        descriptors.
+        """
+        fd = os.open(self.path, os.O_RDONLY)
+        producer = FileSpanProducer(fd, 0, len(self.data), transport=self.transport)
+        done = producer.start(self.transport)
+        self.transport.doWrite()
+        [writer] = self.writers()
+        producer.pauseProducing()
+        self.assertEqual(self.writers(), [])
+        self.drain()
+        producer.resumeProducing()
+        self.assertEqual(self.writers(), [writer])
+        self.reactor.removeWriter(writer)
+        writer.connectionLost(Failure(ConnectionError("gone")))
+        self.failureResultOf(done, Stopped)
+        self.assertEqual(self.writers(), [])
+        self.assertEqual(set(os.listdir("/proc/self/fd")), self.fds_before)

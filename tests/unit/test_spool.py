@@ -547,3 +547,75 @@ class SpoolAbortTests(_Base):
         self.worker.finish_all()
         self.assertEqual(self.tree(), [])
         self.successResultOf(self.spool.flush())
+
+
+class SpoolInlineTests(_Base):
+    """
+    ``inline_writes``: write batches run on the calling thread, in order with the other jobs
+    (which stay on the worker), until one is slow.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.now = 0.0
+        self.spool = Spool(self.worker, high_water=HIGH, low_water=LOW, job_min=JOB_MIN,
+                           job_max=JOB_MAX, inline_writes=True, monotonic=lambda: self.now)
+
+    def test_writes_inline_after_the_open(self) -> None:
+        """
+        Nothing is written before the file is open on the worker; then every batch is written
+        during ``write`` itself, and the commit goes to the worker after them.
+        """
+        self.spool.registerProducer(self.producer, True)
+        self.spool.begin(self.opener("a"))
+        self.spool.write(b"x" * 1500)
+        self.assertEqual(self.log, [])
+        self.worker.finish()   # begin, then the batch waiting behind it, at once
+        self.assertEqual(self.log, [("a", "begin"), ("a", "write", b"x" * 1500, 1)])
+        self.spool.write(b"y" * 1200)
+        self.assertEqual(self.log[-1], ("a", "write", b"y" * 1200, 1))
+        self.assertEqual(self.worker.pending, [])
+        self.spool.write(b"z" * 10)
+        self.spool.commit()
+        self.worker.finish_all()
+        self.assertEqual(self.log[-2:], [("a", "write", b"z" * 10, 1), ("a", "commit")])
+        self.assertEqual(self.spool.buffered, 0)
+        self.assertEqual(self.producer.events, [])
+
+    def test_slow_write_goes_back_to_the_worker(self) -> None:
+        """
+        A write that takes longer than ``INLINE_SLOW`` is the last inline one.
+        """
+        from wings_twisted.streams.spool import INLINE_SLOW
+        test = self
+
+        class Slow(_Sink):
+            def write_many(self, chunks: list[bytes]) -> None:
+                test.now += INLINE_SLOW * 2
+                super().write_many(chunks)
+
+        self.spool.begin(lambda: Slow("a", self.log))
+        self.worker.finish()
+        self.spool.write(b"x" * 1500)
+        self.assertEqual(len([e for e in self.log if e[1] == "write"]), 1)
+        self.spool.write(b"y" * 1500)
+        self.assertEqual(len([e for e in self.log if e[1] == "write"]), 1)
+        self.assertEqual(len(self.worker.pending), 1)
+        self.worker.finish()
+        self.assertEqual(self.log[-1], ("a", "write", b"y" * 1500, 1))
+
+    def test_inline_failure_aborts(self) -> None:
+        """
+        A failing inline write is the spool's failure: the file is aborted on the worker, the
+        producer resumed, ``flush`` fails.
+        """
+        self.spool.registerProducer(self.producer, True)
+        self.spool.begin(lambda: self.volume.begin_write("", "f.txt"))
+        self.worker.finish()
+        self.volume.set_disk_limit(1000)
+        self.spool.write(b"x" * 5000)
+        self.assertIsInstance(self.spool.failure.value, QuotaExceeded)
+        self.worker.finish_all()
+        self.assertEqual(self.tree(), [])
+        self.assertEqual(self.producer.events, ["pause", "resume"])
+        self.failureResultOf(self.spool.flush(), QuotaExceeded)

@@ -152,7 +152,6 @@ def tar_entries(source: Source) -> Iterator[Entry]:
     stream = _Stream(source)
     pax: dict[str, bytes] = {}
     long_name: bytes | None = None
-    long_link: bytes | None = None
     while True:
         block = stream.exact(BLOCK)
         if not block:
@@ -178,8 +177,7 @@ def tar_entries(source: Source) -> Iterator[Entry]:
             value = _meta(stream, header.size).split(b"\x00", 1)[0]
             if header.kind == b"L":
                 long_name = value
-            else:
-                long_link = value
+            # A K record (a long link target) is read and dropped: links are never extracted.
             continue
         name = header.name
         if long_name is not None:
@@ -200,7 +198,7 @@ def tar_entries(source: Source) -> Iterator[Entry]:
             kind = Kind.OTHER
         if kind is Kind.DIRECTORY or size < 0:
             size = max(size, 0)
-        pax, long_name, long_link = {}, None, None
+        pax, long_name = {}, None
         content = _Content(stream, size)
         yield Entry(name, kind, size, header.mode, mtime, content.read)
         stream.skip(content.left + padding(size))

@@ -23,6 +23,14 @@ Command line of the development Panel.
     ``--panel``) to transfer a server to another of its nodes, as the Panel's
     admin page does (``transfers.py``); prints the Panel's answer.
 
+``python -m wings_twisted.devpanel backup ACTION --server UUID [options]``
+    Drive backups through the running development Panel (``serve``), as the
+    Panel's backup page does (``backups.py``); prints the Panel's JSON answer:
+
+    * ``list``; ``create [--ignore 'logs/\n*.tmp']``;
+    * ``download --backup B`` (a signed daemon URL, or a presigned S3 GET);
+    * ``restore --backup B [--truncate]``; ``delete --backup B``.
+
 Bad input ends with exit status 2 and one line on stderr.
 """
 
@@ -87,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--to", required=True, help="name of the destination node")
     transfer.add_argument("--allocation", help="the server's new allocation, IP:PORT")
     transfer.add_argument("--panel", help="URL of the running Panel (default: node.url)")
+    backup = commands.add_parser("backup", help="create, list, download, restore or delete backups")
+    backup.add_argument("action", choices=("list", "create", "download", "restore", "delete"))
+    backup.add_argument("--config", default=DEFAULT_CONFIG, help="fixture file (default: %(default)s)")
+    backup.add_argument("--server", required=True, help="server UUID (or its first 8 characters)")
+    backup.add_argument("--backup", help="backup UUID (download, restore, delete)")
+    backup.add_argument("--ignore", default="", help="ignored lines, separated by \\n (create)")
+    backup.add_argument("--truncate", action="store_true", help="delete all files first (restore)")
     return parser
 
 
@@ -160,6 +175,41 @@ def request_transfer(args: argparse.Namespace, state: DevPanelState) -> int:
     return 1
 
 
+def backup_output(args: argparse.Namespace, state: DevPanelState) -> str:
+    """
+    Call the running Panel's client API for ``backup ACTION`` (``backups.py``); its answer.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    if args.action in ("download", "restore", "delete") and not args.backup:
+        raise UsageError("backup {} needs --backup".format(args.action))
+    base = "{}/api/client/servers/{}/backups".format(state.node.url, args.server)
+    method, path, body = {
+        "list": ("GET", "", None),
+        "create": ("POST", "", {"ignored": args.ignore.replace("\\n", "\n")}),
+        "download": ("GET", "/{}/download".format(args.backup), None),
+        "restore": ("POST", "/{}/restore".format(args.backup), {"truncate": args.truncate}),
+        "delete": ("DELETE", "/{}".format(args.backup), None),
+    }[args.action]
+    key = state.application.api_keys[0].key if state.application.api_keys else ""
+    request = urllib.request.Request(
+        base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + key, "Content-Type": "application/json",
+                 "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = response.read().decode("utf-8", "replace")
+            return answer or "{} {}".format(response.status, response.reason)
+    except urllib.error.HTTPError as e:
+        raise UsageError("the panel answered {}: {}".format(
+            e.code, e.read().decode("utf-8", "replace"))) from None
+    except OSError as e:
+        raise UsageError("cannot reach the panel at {} (is `serve` running?): {}".format(
+            state.node.url, e)) from None
+
+
 def listen_description(state: DevPanelState) -> str:
     """
     ``tcp:<port>:interface=<host>`` from the Panel URL in the fixture file.
@@ -200,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "transfer":
             return request_transfer(args, state)
+        if args.command == "backup":
+            print(backup_output(args, state))
+            return 0
         description = args.listen or listen_description(state)
     except UsageError as e:
         print("devpanel: error: {}".format(e), file=sys.stderr)

@@ -217,10 +217,15 @@ def backup_part_urls(call: Call) -> Reply:
         return error_reply(409, "This backup is already in a completed state.")
     if state.backup_disk != "s3":
         return error_reply(400, "The configured backup adapter is not an S3 compatible adapter.")
+    count = max(math.ceil(size / state.part_size), 0)
+    if state.object_store is not None:
+        store_key = state.object_key(backup.uuid)
+        backup.upload_id = state.object_store.start_upload(store_key)
+        urls = state.object_store.part_urls(store_key, backup.upload_id, count)
+        return json_reply(200, {"parts": urls, "part_size": state.part_size})
     backup.upload_id = "devpanel-upload-{}".format(next(state.upload_ids))
     key = state.backup_object_key(backup.uuid)
     state.s3.parts[(key, backup.upload_id)] = {}
-    count = max(math.ceil(size / state.part_size), 0)
     parts = [
         "{}/{}?partNumber={}&uploadId={}&X-Amz-Expires=3600&X-Amz-Signature=devpanel".format(
             state.s3_base(), key, n, backup.upload_id
@@ -255,6 +260,7 @@ def backup_report(call: Call) -> Reply:
         return error_reply(400, "Cannot update the status of a backup that is already marked as completed.")
     body = call.body
     backup.completed = True
+    backup.completed_at = call.now
     backup.successful = bool(successful)
     backup.locked = backup.locked if successful else False
     backup.checksum = "{}:{}".format(body["checksum_type"], body["checksum"]) if successful else None
@@ -272,7 +278,14 @@ def backup_report(call: Call) -> Reply:
     )
     event = "server:backup.complete" if successful else "server:backup.fail"
     state.panel_events.append({"event": event, "server": backup.server_uuid, "backup": backup.uuid})
-    if state.backup_disk == "s3" and backup.upload_id is not None:
+    if state.backup_disk == "s3" and backup.upload_id is not None and state.object_store:
+        # The Panel completes (or aborts) the multipart upload it started.
+        store_key = state.object_key(backup.uuid)
+        if successful:
+            state.object_store.complete(store_key, backup.upload_id, backup.parts)
+        else:
+            state.object_store.abort(store_key, backup.upload_id)
+    elif state.backup_disk == "s3" and backup.upload_id is not None:
         key = state.backup_object_key(backup.uuid)
         stored = state.s3.parts.pop((key, backup.upload_id), {})
         if successful:

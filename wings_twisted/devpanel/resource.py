@@ -5,6 +5,7 @@ Layout::
 
     /api/remote/...                              RemoteApiResource: the Panel's remote API
     /api/application/nodes/{id}/configuration    ApplicationApiResource (``application.py``)
+    /api/client/servers/{server}/backups...      ClientBackupsResource (``backups.py``)
     /s3/...                                      S3Resource: the S3 double (panel.md §9.6)
     /admin/...                                   AdminResource: start transfers (``transfers.py``)
     anything else                                404 in the Panel's error JSON
@@ -40,6 +41,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from . import handlers
 from .application import configuration_reply, node_configuration
+from .backups import ClientBackupsResource
 from .faults import describe
 from .handlers import Call, Handler
 from .replies import Reply, error_reply, not_found
@@ -272,10 +274,11 @@ class _Api(Resource):
     ``/api``: ``remote`` and ``application`` below it.
     """
 
-    def __init__(self, remote: IResource, application: IResource) -> None:
+    def __init__(self, remote: IResource, application: IResource, client: IResource) -> None:
         super().__init__()
         self._remote = remote
         self._application = application
+        self._client = client
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
@@ -285,6 +288,8 @@ class _Api(Resource):
             return self._remote
         if path == b"application":
             return self._application
+        if path == b"client":
+            return self._client
         return _NotFound()
 
     def render(self, request: Request) -> int:
@@ -303,7 +308,8 @@ class _Root(Resource):
                  calls: DaemonCalls | None) -> None:
         super().__init__()
         self._api = _Api(RemoteApiResource(state, reactor),
-                         ApplicationApiResource(state, reactor))
+                         ApplicationApiResource(state, reactor),
+                         ClientBackupsResource(state, reactor))
         self._s3 = S3Resource(state, reactor)
         self._admin = AdminResource(state, calls)
 

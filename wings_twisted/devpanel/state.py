@@ -22,36 +22,13 @@ from typing import Any, Iterable, Mapping
 
 from .application import ApplicationSettings
 from .faults import FaultQueue, normalise_path
+from .objectstore import ObjectStore, ObjectStoreSettings
+from .nodes import (DEFAULT_DAEMON_URL, DEFAULT_NODE_NAME, DEFAULT_PANEL_URL, NodeCredentials,
+                    other_node)
 from .servers import ServerFixture, StateError, build_server
 
-DEFAULT_DAEMON_URL = "http://127.0.0.1:8080"
-DEFAULT_PANEL_URL = "http://127.0.0.1:8081"
 DEFAULT_PART_SIZE = 5 * 1024**3
-DEFAULT_NODE_NAME = "node1"
 ADMIN_PERMISSIONS = ["*", "admin.websocket.errors", "admin.websocket.install", "admin.websocket.transfer"]
-
-
-@dataclass
-class NodeCredentials:
-    """
-    The node as the Panel knows it: the daemon's token pair, the daemon's
-    public URL (JWT ``aud`` and base of signed links) and the Panel's own URL
-    (JWT ``iss``).
-    """
-
-    token_id: str
-    token: str
-    daemon_url: str = DEFAULT_DAEMON_URL
-    url: str = DEFAULT_PANEL_URL
-    #: How servers and the transfer commands name the node.
-    name: str = DEFAULT_NODE_NAME
-
-    @property
-    def authorization(self) -> str:
-        """
-        The ``Authorization`` header value the daemon sends (panel.md §1.1).
-        """
-        return "Bearer {}.{}".format(self.token_id, self.token)
 
 
 @dataclass
@@ -97,6 +74,9 @@ class BackupFixture:
     size: int = 0
     parts: list[dict[str, Any]] | None = None
     locked: bool = False
+    name: str = ""
+    ignored_files: list[str] = field(default_factory=list)
+    completed_at: float | None = None
 
 
 @dataclass
@@ -211,6 +191,8 @@ class DevPanelState:
         self.faults = FaultQueue()
         self.s3 = S3Store()
         self.upload_ids = itertools.count(1)
+        #: A real S3-compatible bucket (``backup_storage.s3``); ``None``: the S3 double.
+        self.object_store: ObjectStore | None = None
 
     # -- construction -------------------------------------------------------
 
@@ -250,6 +232,13 @@ class DevPanelState:
         state.bucket = str(storage.get("bucket", state.bucket))
         state.auto_create_backups = bool(storage.get("auto_create", state.auto_create_backups))
         state.s3.content_type = str(storage.get("content_type", state.s3.content_type))
+        if storage.get("s3") is not None:
+            if not isinstance(storage["s3"], Mapping):
+                raise StateError("backup_storage.s3: expected a mapping")
+            try:
+                state.object_store = ObjectStore(ObjectStoreSettings.from_dict(storage["s3"]))
+            except (ValueError, TypeError, RuntimeError) as e:
+                raise StateError(str(e)) from None
         sftp = data.get("sftp") or {}
         state.sftp_throttle_attempts = int(sftp.get("throttle_attempts", state.sftp_throttle_attempts))
         state.sftp_throttle_window = float(sftp.get("throttle_window", state.sftp_throttle_window))
@@ -302,18 +291,9 @@ class DevPanelState:
     def add_node(self, name: str, token_id: str, token: str, daemon_url: str,
                  url: str | None = None) -> NodeCredentials:
         """
-        Add (or replace) another node: its daemon's token pair and address.  ``url`` is ignored:
-        the Panel's own address is the first node's.
+        Add (or replace) another node (``nodes.other_node``).
         """
-        for key, value in (("token_id", token_id), ("token", token)):
-            if not isinstance(value, str) or not value or "." in value:
-                raise StateError("nodes.{}.{}: a non-empty string without '.' is required".format(
-                    name, key))
-        if str(name) == self.node.name:
-            raise StateError("nodes.{}: the first node already has that name".format(name))
-        node = NodeCredentials(token_id=token_id, token=token,
-                               daemon_url=str(daemon_url).rstrip("/"), url=self.node.url,
-                               name=str(name))
+        node = other_node(self.node, name, token_id, token, daemon_url)
         self.nodes[node.name] = node
         return node
 
@@ -432,9 +412,21 @@ class DevPanelState:
         server = backup.server_uuid if backup is not None and backup.server_uuid else "unknown"
         return "{}/{}/{}.tar.gz".format(self.bucket, server, backup_uuid)
 
+    def object_key(self, backup_uuid: str) -> str:
+        """
+        ``<server uuid>/<backup uuid>.tar.gz``: the key the Panel gives an S3
+        backup in its bucket.
+        """
+        backup = self.backups.get(backup_uuid)
+        server = backup.server_uuid if backup is not None and backup.server_uuid else "unknown"
+        return "{}/{}.tar.gz".format(server, backup_uuid)
+
     def backup_download_url(self, backup_uuid: str) -> str:
         """
         The URL a Panel would pass as ``download_url`` to restore an S3
-        backup (served by the S3 double unless ``s3_base_url`` is set).
+        backup: a presigned GET of the real bucket when one is configured,
+        else the S3 double's (or ``s3_base_url``'s) object URL.
         """
+        if self.object_store is not None:
+            return self.object_store.download_url(self.object_key(backup_uuid))
         return "{}/{}".format(self.s3_base(), self.backup_object_key(backup_uuid))

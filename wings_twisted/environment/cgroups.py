@@ -23,7 +23,9 @@ A v1/v2 hybrid host whose unified hierarchy carries no controllers (systemd's
 not root) gives ``None`` and the environment falls back to its memory
 watchdog.
 
-Each server gets ``<hierarchy>/wings-twisted/<uuid>``.  The groups sit at the
+Each server gets ``<hierarchy>/wings-twisted[-<hash of system.data>]/<uuid>``
+(`base_name`): two daemons of one host (a second development node, tests) may
+hold the same uuid, and must never empty each other's groups.  The groups sit at the
 top of the hierarchy, beside the daemon's own group rather than inside it,
 as Docker's ``cgroupfs`` driver does: cgroup v2 forbids enabling controllers
 below a group that holds processes, and one layout for both versions is
@@ -49,17 +51,29 @@ CPU pinning (``threads``) and IO weight are not applied.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import signal
 from dataclasses import dataclass
 from typing import Iterable, Mapping
-
 
 from ..config import OverheadConfig
 from . import Limits
 
 #: Name of the directory holding every per-server group.
 BASE_NAME = "wings-twisted"
+#: ``system.data`` of a default install, whose groups sit under `BASE_NAME` itself.
+DEFAULT_DATA = "/var/lib/pterodactyl/volumes"
+
+
+def base_name(data: str) -> str:
+    """
+    The base group of the daemon whose volumes are under ``data`` (module docstring).
+    """
+    data = os.path.abspath(data)
+    if data == DEFAULT_DATA:
+        return BASE_NAME
+    return "{}-{}".format(BASE_NAME, hashlib.sha1(data.encode()).hexdigest()[:10])
 
 #: CFS period in microseconds (Docker's default).
 CPU_PERIOD_US = 100_000
@@ -199,6 +213,16 @@ class CgroupHost:
         The (not yet created) group of server ``uuid``.
         """
         return ServerCgroup(self, uuid)
+
+    def release(self) -> None:
+        """
+        Remove the base directories if no group is left in them (at shutdown).  Blocking.
+        """
+        for base in set(self.bases.values()):
+            try:
+                os.rmdir(base)
+            except OSError:
+                pass  # a group is left (a server still stopping), or already gone
 
     def describe(self) -> str:
         """

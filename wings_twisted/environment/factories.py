@@ -18,21 +18,22 @@ servers here, and power actions say so.
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ..blocking import RunBlocking
 from ..config import Config
 from ..reactor import IReactor
 from . import EnvironmentSettings, IEnvironment
-from .cgroups import CgroupHost, detect_cgroups
+from .cgroups import CgroupHost, base_name, detect_cgroups
 from .docker import DockerClient, DockerError
-from .docker.engine import Engine
-from .docker.environment import DockerEnvironment
 from .process import ProcessEnvironment
+
+if TYPE_CHECKING:
+    from .docker.environment import DockerEnvironment
 
 log = Logger()
 
@@ -65,12 +66,22 @@ class ProcessEnvironments:
         The cgroup hierarchy every process environment puts servers in.
         """
         if not self._detected:
-            host = await self._run_blocking(detect_cgroups)
+            host = await self._run_blocking(
+                detect_cgroups, name=base_name(self._config().system.data))
             if not self._detected:
                 self._host, self._detected = host, True
                 if host is not None:
                     log.info("Process limits use {host}", host=host.describe())
         return self._host
+
+    def release(self) -> Deferred[None]:
+        """
+        At shutdown, once every server stopped: remove the empty cgroup base
+        (`CgroupHost.release`).
+        """
+        if self._host is None:
+            return succeed(None)
+        return self._run_blocking(self._host.release)
 
 
 class DockerEnvironments(Service):
@@ -81,6 +92,8 @@ class DockerEnvironments(Service):
 
     def __init__(self, *, client: DockerClient, config: Callable[[], Config],
                  run_blocking: RunBlocking) -> None:
+        # Imported here: a node on the process driver never loads the container code.
+        from .docker.engine import Engine
         self.engine = Engine(client, config)
         self._run_blocking = run_blocking
         self._made: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
@@ -90,6 +103,7 @@ class DockerEnvironments(Service):
         """
         A Docker environment for one server.
         """
+        from .docker.environment import DockerEnvironment
         environment = DockerEnvironment(settings, engine=self.engine,
                                         run_blocking=self._run_blocking)
         self._made.add(environment)

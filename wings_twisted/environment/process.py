@@ -84,7 +84,8 @@ from ..reactor import IReactor
 from .lines import LineSplitter
 from . import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
                IEnvironmentListener, InstallResult, NotAttached)
-from .cgroups import CgroupHost, ServerCgroup, bounded_memory, cgroup_limits, detect_cgroups
+from .cgroups import (CgroupHost, ServerCgroup, base_name, bounded_memory, cgroup_limits,
+                      detect_cgroups)
 from .launcher import launcher_argv
 from .leftovers import marker, stop_leftovers
 from .proctree import measure_usage
@@ -308,7 +309,8 @@ class ProcessEnvironment:
     async def _sweep(self) -> None:
         uuid = self._settings.uuid
         try:
-            found = await self._run_blocking(stop_leftovers, uuid, grace=self.signal_grace / 2)
+            found = await self._run_blocking(stop_leftovers, self._settings.volume,
+                                             grace=self.signal_grace / 2)
             host = await self._host()
             if host is not None:
                 await self._run_blocking(host.group(uuid).kill)
@@ -397,7 +399,8 @@ class ProcessEnvironment:
         if callable(self._cgroups):
             self._cgroups = await self._cgroups()
         elif self._cgroups == "detect":
-            host = await self._run_blocking(detect_cgroups)
+            host = await self._run_blocking(
+                detect_cgroups, name=base_name(self._config.system.data))
             if host is not None:
                 self._log.info("Process limits use {host}", host=host.describe())
             self._cgroups = host
@@ -454,7 +457,7 @@ class ProcessEnvironment:
         env = dict(settings.env)
         env["HOME"] = settings.volume
         env["PATH"] = self._daemon_path
-        name, value = marker(settings.uuid)
+        name, value = marker(settings.volume)
         env[name] = value   # found again at boot should the daemon die (leftovers.py)
         if options.use_pty:
             env.setdefault("TERM", "xterm")

@@ -52,7 +52,7 @@ from ..reactor import IReactor
 from .lines import LineSplitter
 from . import InstallResult
 from .launcher import launcher_argv
-from .jail import (INSTALL_MOUNT, RESOLV_NAME, SERVER_MOUNT, bwrap_argv as jail_argv,
+from .jail import (INSTALL_MOUNT, RESOLV_NAME, bwrap_argv as jail_argv,
                    helper_argv, install_ids, resolv_text, slirp_argv)
 
 log = Logger()

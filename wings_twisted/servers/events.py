@@ -11,8 +11,17 @@ receive it (console fan-out to 100 browsers must not encode a line 100
 times).  Subscribers are called synchronously on the reactor thread in
 subscription order; a subscriber that raises is logged and skipped, never
 allowed to stop delivery to the others.  Console sockets subscribe for
-*batches*: the lines of one reactor turn reach them together (one write
-per socket per turn instead of one per line), everything else as it comes.
+*batches*: the lines published within `CONSOLE_WINDOW` of the first pending
+one reach them together (one write per socket per window instead of one per
+line), everything else as it comes, after the pending lines.
+
+Decision [project]: the window is 10 ms.  A game prints its lines one by one
+(1,000 lines/s is one line a millisecond, so a per-turn batch holds one
+line), and each write to a socket costs a ``send`` and two ``epoll_ctl``
+whatever its size: grouping by turn alone left the fan-out at ~10 µs of CPU
+per delivered line at 100 sockets.  10 ms is below what a person reading a
+console can notice and a fifth of the latency target of the console
+benchmark (``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -63,7 +72,10 @@ def encode_frame(name: str, arg: str | None = None) -> bytes:
 
 Subscriber = Callable[[Event], None]
 
-#: Events a batch subscriber receives grouped per reactor turn: the
+#: Seconds console lines wait for more before a batch goes out (module docstring).
+CONSOLE_WINDOW = 0.010
+
+#: Events a batch subscriber receives grouped per window: the
 #: high-volume lines.  Every other event flushes what is pending first, so a
 #: subscriber still sees all events in publication order.
 BATCHED = frozenset({"console output", "install output"})
@@ -71,7 +83,7 @@ BATCHED = frozenset({"console output", "install output"})
 
 class Batch:
     """
-    The batched events of one reactor turn, in order.  ``wire`` joins an
+    The batched events of one window, in order.  ``wire`` joins an
     encoding of their frames once, however many subscribers send it.
     """
 
@@ -111,9 +123,10 @@ class EventBus:
     """
     Ordered, synchronous publish/subscribe for one server.
 
-    :param schedule: runs a callable on a later reactor turn (``callLater(0,
+    :param schedule: runs a callable later (``callLater(CONSOLE_WINDOW,
         ...)``); with it, batch subscribers get ``BATCHED`` events grouped
-        per turn.  Without it every subscriber gets every event at once.
+        per scheduled call.  Without it every subscriber gets every event at
+        once.
     """
 
     def __init__(self, schedule: Callable[[Callable[[], None]], object] | None = None) -> None:

@@ -31,7 +31,7 @@ from ..environment import EnvironmentSettings, IEnvironment, Limits, NotAttached
 from ..fs import Volume
 from .console import ConsoleThrottle, DoneMatcher, daemon_line, environment_variables
 from .context import ServerContext
-from .events import EventBus
+from .events import CONSOLE_WINDOW, EventBus
 from .occupancy import Occupancy
 from .power import PowerLock
 
@@ -137,8 +137,8 @@ class Server:
         self.settings: dict[str, Any] = {}
         self.process_configuration: dict[str, Any] = {}
         self.occupancy = Occupancy()
-        # Console lines reach the sockets once per reactor turn (events.Batch).
-        self.events = EventBus(lambda flush: context.clock.callLater(0, flush))
+        # Console lines reach the sockets in batches of one window (events.Batch).
+        self.events = EventBus(lambda flush: context.clock.callLater(CONSOLE_WINDOW, flush))
         self.sockets: set[ConsoleSocket] = set()
         # SFTP connections, ended on suspension, deletion and deauthorisation (sftp.md §4).
         self.file_sessions: set[FileSession] = set()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -185,13 +185,17 @@ class BackupDownloadResource(_DownloadResource):
 
     kind = DOWNLOAD_BACKUP
 
+    def __init__(self, node: Node, servable: Callable[[str, str], bool]) -> None:
+        super().__init__(node)
+        self._servable = servable
+
     async def open(self, server: Server, claims: dict[str, Any]) -> tuple[int, os.stat_result, str]:
         """
         Find ``<backup_directory>/<uuid>.tar.gz`` (then the Pelican per-server
         layout) and open it.
         """
         backup = claims["backup_uuid"]
-        if not CANONICAL_UUID.match(backup):
+        if not CANONICAL_UUID.match(backup) or not self._servable(server.uuid, backup):
             raise ApiError(BACKUP_NOT_FOUND, status=404)
         directory = self._node.config.system.backup_directory
         candidates = [os.path.join(directory, backup + ".tar.gz"),
@@ -219,11 +223,15 @@ def _open_first_regular(paths: list[str]) -> tuple[int, os.stat_result] | None:
     return None
 
 
-def download_tree(node: Node) -> Resource:
+def download_tree(node: Node,
+                  servable: Callable[[str, str], bool] = lambda server, backup: True) -> Resource:
     """
     The ``/download`` resource with its two children.
+
+    :param servable: whether a backup may be served for a server (``(server uuid, backup
+        uuid)``: not recorded for another server, not being generated; backups.md §3).
     """
     root = JsonResource()
     root.putChild(b"file", FileDownloadResource(node))
-    root.putChild(b"backup", BackupDownloadResource(node))
+    root.putChild(b"backup", BackupDownloadResource(node, servable))
     return root

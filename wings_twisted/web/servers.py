@@ -8,14 +8,16 @@ every per-server route sit behind the node's ``BearerGuard``, and the
 server is looked up after that guard (``ServerLookup``); the console
 upgrade ``{uuid}/ws`` is the one child mounted outside it
 (``console.ConsoleBranch``).  Per-server routes are children of
-``ServerResource``: the process routes of ``server_routes``, files, and
-``transfer`` (``web.transfers``); backups come with a later issue.
+``ServerResource``: the process routes of ``server_routes``, ``files``,
+the backup routes of ``backups`` (``backup``, ``deleteAllBackups``) and
+``transfer`` (``web.transfers``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request
@@ -31,8 +33,10 @@ from .console import ConsoleBranch
 from ..node import Node
 from .errors import ApiError, Conflict, ErrorResource, JsonResource, NotFound
 from .request import ApiRequest
+from ..backups import BackupServices
 from ..files import FileServices
 from .channel import mark_authenticated
+from .backups import backup_routes
 from .files import FilesResource
 from .guard import BearerGuard
 from .lookup import ServerLookup
@@ -52,12 +56,15 @@ class ServersBranch(JsonResource):
     """
 
     def __init__(self, node: Node, console: ConsoleFactory, services: FileServices,
-                 transfers: TransferServices) -> None:
+                 backups: BackupServices | None = None,
+                 transfers: TransferServices | None = None) -> None:
         super().__init__()
         self._node = node
         self._console = console
         self._services = services
-        self._transfers = transfers
+        self._backups = backups if backups is not None else BackupServices(node)
+        self._transfers = (transfers if transfers is not None
+                            else TransferServices.for_reactor(node, node.clock))
 
     def _token(self) -> str:
         return str(self._node.config.token)
@@ -66,7 +73,8 @@ class ServersBranch(JsonResource):
         """
         The branch of the server named by the segment (not looked up yet).
         """
-        return ServerBranch(self._node, path, self._console, self._services, self._transfers)
+        return ServerBranch(self._node, path, self._console, self._services, self._backups,
+                            self._transfers)
 
     def render(self, request: Request) -> int | bytes:
         """
@@ -82,18 +90,21 @@ class ServerBranch(JsonResource):
     """
 
     def __init__(self, node: Node, segment: bytes, console: ConsoleFactory,
-                 services: FileServices, transfers: TransferServices) -> None:
+                 services: FileServices, backups: BackupServices,
+                 transfers: TransferServices) -> None:
         super().__init__()
         self._node = node
         self._segment = segment
         self._console = console
         self._services = services
+        self._backups = backups
         self._transfers = transfers
 
     def _guarded(self) -> BearerGuard:
-        node, services, transfers = self._node, self._services, self._transfers
-        lookup = ServerLookup(node, self._segment,
-                              lambda server: ServerResource(node, server, services, transfers))
+        node, services, backups, transfers = (self._node, self._services, self._backups,
+                                              self._transfers)
+        lookup = ServerLookup(node, self._segment, lambda server: ServerResource(
+            node, server, services, backups, transfers))
         return BearerGuard(lookup, lambda: str(node.config.token))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
@@ -166,11 +177,12 @@ class ServerResource(JsonResource):
     """
 
     def __init__(self, node: Node, server: Server, services: FileServices,
-                 transfers: TransferServices) -> None:
+                 backups: BackupServices, transfers: TransferServices) -> None:
         super().__init__()
         self._node = node
         self._server = server
         self._services = services
+        self._backups = backups
         self._transfers = transfers
 
     def getChild(self, path: bytes, request: Request) -> IResource:
@@ -181,6 +193,9 @@ class ServerResource(JsonResource):
             return FilesResource(self._node, self._server, self._services)
         if path == b"transfer":
             return ServerTransferResource(self._transfers, self._server)
+        backup_route = backup_routes(self._backups, self._server).get(path)
+        if backup_route is not None:
+            return backup_route
         route = ROUTES.get(path)
         if route is None:
             return ErrorResource(NotFound())
@@ -197,9 +212,15 @@ class ServerResource(JsonResource):
         Unregister the server and remove its volume in the background (§4.2).
         """
         node, server = self._node, self._server
+        # After an outgoing transfer the panel still lists the backups (backups.md §9.3).
+        after_transfer = server.occupancy.transferring
         await lifecycle.delete(server)
         node.registry.remove(server.uuid)
         d = node.run_blocking(server.volume.remove_root)
         d.addErrback(lambda f: log.failure("Removing the volume of {uuid} failed", f,
                                            uuid=server.uuid))
+        if node.config.system.backups.remove_backups_on_server_delete and not after_transfer:
+            removal = Deferred.fromCoroutine(self._backups.delete_all(server.uuid))
+            removal.addErrback(lambda f: log.failure("Removing the backups of {uuid} failed",
+                                                     f, uuid=server.uuid))
         request.setResponseCode(204)

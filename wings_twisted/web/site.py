@@ -12,6 +12,8 @@ serves it.
         /{uuid}               GET, DELETE, and the per-server routes
           /ws                 GET upgrade: no bearer (the token travels in the socket)
             /deny             POST
+          /backup             POST; /delete-all DELETE; /{backup} DELETE; /{backup}/restore POST
+          /deleteAllBackups   DELETE
       /transfers              POST: an incoming transfer (transfer JWT, streamed body)
         /{uuid}               DELETE
     /download/file            GET, HEAD (signed URL)
@@ -39,6 +41,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request, Site
 
+from ..backups import BackupServices
 from ..files import FileServices
 from ..node import Node
 from ..transfers.services import TransferServices
@@ -73,13 +76,14 @@ class ApiBranch(JsonResource):
     """
 
     def __init__(self, node: Node, console: ConsoleFactory, services: FileServices,
+                 backups: BackupServices | None = None,
                  transfers: TransferServices | None = None) -> None:
         super().__init__()
         self._node = node
         transfers = transfers or TransferServices.for_reactor(node, node.clock)
         self.putChild(b"system", self._guard(SystemResource(node)))
         self.putChild(b"update", self._guard(UpdateResource(node)))
-        self.putChild(b"servers", ServersBranch(node, console, services, transfers))
+        self.putChild(b"servers", ServersBranch(node, console, services, backups, transfers))
         self.putChild(b"deauthorize-user", self._guard(DeauthorizeUserResource(node)))
         # The JWT authenticates POST; {uuid} below it has its own guard.
         self.putChild(b"transfers", TransfersBranch(node, transfers))
@@ -164,25 +168,31 @@ def mount(parent: Resource, name: bytes, subtree: Subtree, body_sinks: BodySinks
         body_sinks[(method, name + b"/" + path if path else name)] = factory
 
 
-def build_root(node: Node, transfers: TransferServices | None = None) -> Subtree:
+def build_root(node: Node, backups: BackupServices | None = None,
+               transfers: TransferServices | None = None) -> Subtree:
     """
     The resource tree, with the one websocket factory every console socket
     of the node is built by, and the body sinks of its routes.
 
+    :param backups: the node's backups (``tap`` makes them with their own
+        worker pool); one running jobs on ``node.run_blocking`` otherwise.
     :param transfers: the node's transfers (default: for the node's clock).
     """
     root = JsonResource()
     body_sinks: BodySinks = {}
+    backups = backups if backups is not None else BackupServices(node)
     transfers = transfers or TransferServices.for_reactor(node, node.clock)
-    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node), transfers))
+    root.putChild(b"api", ApiBranch(node, ConsoleFactory(node), FileServices(node), backups,
+                                    transfers))
     body_sinks[(b"POST", b"api/transfers")] = transfer_sink_factory(transfers)
-    root.putChild(b"download", download_tree(node))
+    root.putChild(b"download", download_tree(node, backups.servable))
     mount(root, b"upload", upload_tree(node), body_sinks)
     return Subtree(root, body_sinks)
 
 
 def build_site(node: Node, *, access_log: bool = False,
                reactor: IReactorTime | None = None,
+               backups: BackupServices | None = None,
                transfers: TransferServices | None = None) -> ApiSite:
     """
     The site serving ``node``; its connection timers run on ``reactor``
@@ -192,6 +202,6 @@ def build_site(node: Node, *, access_log: bool = False,
     if transfers is None:
         transfers = TransferServices.for_reactor(node, reactor if reactor is not None
                                                  else node.clock)
-    root = build_root(node, transfers)
+    root = build_root(node, backups, transfers)
     return ApiSite(root.resource, node, body_sinks=root.body_sinks, access_log=access_log,
                    reactor=reactor)

@@ -106,7 +106,9 @@ class UploadSink:
                 log.failure("Checking an upload request failed")
                 self.error = ApiError()
             return
-        self._spool = Spool(node.run_blocking)
+        # Page-cache writes of 1-2 MiB cost less on the reactor thread than the hand-off to a
+        # worker; a slow one (a disk that throttles writeback) sends the rest to the worker.
+        self._spool = Spool(node.run_blocking, inline_writes=True)
         # The spool pauses the connection while the disk lags behind.
         # A TCP transport is a push producer (it pauses its reads).
         # Through BodyProducer: the channel's idle timeout waits while we pause.

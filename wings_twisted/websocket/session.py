@@ -505,7 +505,7 @@ class Session:
 
     def _on_batch(self, batch: Batch) -> None:
         """
-        Deliver the lines of one reactor turn: one token check, and one
+        Deliver the lines of one batch window: one token check, and one
         write of frames framed once for every socket when every line may be
         seen (the usual case); else line by line.
         """
