@@ -17,7 +17,9 @@ stat objects (``info.stat_object``).
   encoded stat object of each regular file and directory the same way (the
   name and mode join the key), so a listing seen before is one ``fstatat``
   and one dictionary lookup per entry: 10,000 entries are ~2.4 MB of JSON
-  whose encoding was most of a warm listing's time (``bench/files.py``).
+  whose encoding was most of a warm listing's time (``bench/files.py``).  The
+  cache holds 4 MiB at most (a 10,000-file folder), a bound on what it adds to
+  the daemon's memory.
 * The search walks depth-first from a start directory without following
   symlinks, matches names and (project: ``content``) file contents, skips (neither descends nor reports) directories named like an
   entry of ``Search.blacklisted_dirs`` (case-insensitively), stops descending
@@ -51,7 +53,7 @@ SEARCH_LIMIT = 10000
 SEARCH_SECONDS = 10.0
 
 #: Bytes of encoded stat objects kept; the cache is emptied when it reaches this size.
-ENCODED_CACHE_BYTES = 8 * 1024 * 1024
+ENCODED_CACHE_BYTES = 4 * 1024 * 1024
 
 _cache: dict[tuple[int, int, int, int, int], str] = {}
 _cache_lock = threading.Lock()
