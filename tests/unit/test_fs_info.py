@@ -211,3 +211,68 @@ class SniffTests(SynchronousTestCase):
         st = os.stat("gone", dir_fd=fd, follow_symlinks=False)
         os.unlink(root.child("gone").path)
         self.assertEqual(sniff_at(fd, "gone", st), OCTET_STREAM)
+
+
+class EncodedListingTests(SynchronousTestCase):
+    """
+    ``list_directory_json``: the listing's JSON from the cache of encoded entries, byte for
+    byte what encoding ``list_directory`` gives, and never stale.
+    """
+
+    def setUp(self) -> None:
+        from wings_twisted.fs import Volume
+        root = FilePath(self.mktemp())
+        root.makedirs()
+        self.root = root
+        self.volume = Volume(root.path, uid=os.getuid(), gid=os.getgid(), chown=False,
+                             disk_check_interval=0)
+        root.child("dir").makedirs()
+        root.child("text.txt").setContent(b"hello\n")
+        root.child("empty").setContent(b"")
+        root.child("caf\u00e9.json").setContent(b'{"a": 1}')
+        os.symlink("text.txt", root.child("link").path)
+        os.symlink("/etc/passwd", root.child("out").path)
+        with open(os.path.join(os.fsencode(root.path), b"bad-\xff"), "wb") as f:
+            f.write(b"\x00\x01binary")
+
+    def expected(self) -> bytes:
+        from wings_twisted.fs.listing import list_directory
+        return json.dumps(list_directory(self.volume, "/"), separators=(",", ":")).encode()
+
+    def test_same_bytes_cold_and_warm(self) -> None:
+        from wings_twisted.fs.listing import list_directory_json
+        cold = list_directory_json(self.volume, "/")
+        self.assertEqual(cold, self.expected())
+        self.assertEqual(list_directory_json(self.volume, "/"), cold)
+        self.assertEqual(len(json.loads(cold)), 7)
+
+    def test_changes_are_seen(self) -> None:
+        """
+        Content, mode and a replacement under the same name give new entries, not cached ones.
+        """
+        from wings_twisted.fs.listing import list_directory_json
+        list_directory_json(self.volume, "/")
+        text = self.root.child("text.txt")
+        text.setContent(b"\x00binary now, and longer")
+        os.chmod(self.root.child("dir").path, 0o700)
+        os.rename(self.root.child("empty").path, self.root.child("old").path)
+        self.root.child("empty").setContent(b"x" * 10)
+        entries = {e["name"]: e for e in json.loads(list_directory_json(self.volume, "/"))}
+        self.assertEqual(entries["text.txt"]["size"], 23)
+        self.assertEqual(entries["text.txt"]["mime"], OCTET_STREAM)
+        self.assertEqual(entries["dir"]["mode_bits"], "700")
+        self.assertEqual(entries["empty"]["size"], 10)
+        self.assertEqual(list_directory_json(self.volume, "/"), self.expected())
+
+    def test_bounded(self) -> None:
+        """
+        The cache is emptied when it would pass its size.
+        """
+        from wings_twisted.fs import listing
+        self.patch(listing, "ENCODED_CACHE_BYTES", 400)
+        listing._encoded.clear()
+        listing._encoded_bytes = 0
+        listing.list_directory_json(self.volume, "/")
+        self.assertLessEqual(listing._encoded_bytes, 400)
+        self.assertLessEqual(sum(len(v) for v in listing._encoded.values()), 400)
+        self.assertEqual(listing.list_directory_json(self.volume, "/"), self.expected())

@@ -13,7 +13,13 @@ stat objects (``info.stat_object``).
   size, mtime and ctime in ns), so a directory listed again — the file
   manager does it on every visit — costs one ``fstatat`` per entry.  Any
   change of the file changes its mtime or ctime, so the cache never answers
-  for other content.
+  for other content.  ``list_directory_json`` (the route's body) remembers the
+  encoded stat object of each regular file and directory the same way (the
+  name and mode join the key), so a listing seen before is one ``fstatat``
+  and one dictionary lookup per entry: 10,000 entries are ~2.4 MB of JSON
+  whose encoding was most of a warm listing's time (``bench/files.py``).  The
+  cache holds 4 MiB at most (a 10,000-file folder), a bound on what it adds to
+  the daemon's memory.
 * The search walks depth-first from a start directory without following
   symlinks, matches names and (project: ``content``) file contents, skips (neither descends nor reports) directories named like an
   entry of ``Search.blacklisted_dirs`` (case-insensitively), stops descending
@@ -27,6 +33,7 @@ Pure module: no Twisted; run it through ``run_blocking``.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import stat as _stat
 import threading
@@ -45,8 +52,13 @@ CONTENT_CHUNK = 1024 * 1024
 SEARCH_LIMIT = 10000
 SEARCH_SECONDS = 10.0
 
+#: Bytes of encoded stat objects kept; the cache is emptied when it reaches this size.
+ENCODED_CACHE_BYTES = 4 * 1024 * 1024
+
 _cache: dict[tuple[int, int, int, int, int], str] = {}
 _cache_lock = threading.Lock()
+_encoded: dict[tuple[str, int, int, int, int, int, int], bytes] = {}
+_encoded_bytes = 0
 
 
 def _mime(dir_fd: int, name: str, st: os.stat_result) -> str:
@@ -95,6 +107,43 @@ def list_directory(volume: Volume, path: str) -> list[dict[str, Any]]:
                     for name, st in _ordered(_entries(dir_fd))]
     except NotDirectory as e:
         raise NotFound(e.path) from None
+
+
+def list_directory_json(volume: Volume, path: str) -> bytes:
+    """
+    ``list_directory`` as compact JSON (``json.dumps(..., separators=(",", ":"))``, byte for
+    byte), from the cache of encoded entries where it can (module docstring).
+
+    :raises NotFound: missing, escaping, or not a directory.
+    """
+    try:
+        with volume.directory(path) as (dir_fd, _):
+            parts = [_encoded_entry(dir_fd, name, st) for name, st in _ordered(_entries(dir_fd))]
+    except NotDirectory as e:
+        raise NotFound(e.path) from None
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _encoded_entry(dir_fd: int, name: str, st: os.stat_result) -> bytes:
+    global _encoded_bytes
+    mode = st.st_mode
+    cacheable = _stat.S_ISREG(mode) or _stat.S_ISDIR(mode)
+    key = (name, st.st_dev, st.st_ino, mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if cacheable:
+        found = _encoded.get(key)
+        if found is not None:
+            return found
+    mime = _mime(dir_fd, name, st)
+    data = json.dumps(stat_object(name, st, mime), separators=(",", ":")).encode("utf-8")
+    # As the MIME cache: an empty file that could not be sniffed is not remembered.
+    if cacheable and (mime != OCTET_STREAM or st.st_size):
+        with _cache_lock:
+            if _encoded_bytes + len(data) > ENCODED_CACHE_BYTES:
+                _encoded.clear()
+                _encoded_bytes = 0
+            _encoded[key] = data
+            _encoded_bytes += len(data)
+    return data
 
 
 def stat_entry(volume: Volume, path: str) -> dict[str, Any]:

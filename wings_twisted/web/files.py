@@ -20,7 +20,6 @@ in ``file_lines``, chunked uploads in ``chunked``, archives in ``archives``.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -29,7 +28,7 @@ from twisted.web.server import Request
 
 from ..fs import Volume
 from ..fs.info import sniff_fd
-from ..fs.listing import list_directory, search, stat_entry
+from ..fs.listing import list_directory_json, search, stat_entry
 from ..node import Node
 from ..servers.server import Server
 from .archives import ARCHIVE_ROUTES
@@ -97,9 +96,7 @@ class ListDirectoryRoute(FileRoute):
         """
         directory = query_text(request, b"directory") or ""
         volume = self.game_server.volume
-        body: bytes = await self.blocking(
-            lambda: json.dumps(list_directory(volume, directory),
-                               separators=(",", ":")).encode("utf-8"))
+        body: bytes = await self.blocking(list_directory_json, volume, directory)
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         return body
 
