@@ -91,6 +91,9 @@ def report(results: dict[tuple[str, str], list[Sample]], runs: int, command: str
         targets["{}: throughput ≥ 1.0× nginx ({:.2f}×)".format(label, speed_ratio)] = speed_ratio >= 1.0
         targets["{}: CPU/GiB ≤ 1.5× nginx ({:.2f}× by schedstat, {:.2f}× by psutil ticks)".format(
             label, sched_ratio, cpu_ratio)] = sched_ratio <= 1.5
+        # The node-scale issue's tighter bound on the same figure.
+        targets["{}: CPU/GiB ≤ 1.2× nginx, node-scale target ({:.2f}× by schedstat)".format(
+            label, sched_ratio)] = sched_ratio <= 1.2
         rows.append([label, "daemon"] + daemon.cells() + ["{:.2f}".format(daemon.client_cpu),
                                                           "{:.1f}".format(daemon.peak_rss / MIB)])
         rows.append([label, "nginx"] + nginx.cells() + ["{:.2f}".format(nginx.client_cpu),
