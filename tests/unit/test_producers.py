@@ -226,6 +226,38 @@ class SendfileTests(SynchronousTestCase):
         self.assertEqual(self.writers(), [])
         self.assertEqual(set(os.listdir("/proc/self/fd")), self.fds_before)
 
+    def test_full_socket_ends_the_turn(self) -> None:
+        """
+        A ``sendfile`` that moves less than asked means the socket buffer is full: the wake-up
+        ends there, without a further call that could only fail with ``EAGAIN``.
+        """
+        fd = os.open(self.path, os.O_RDONLY)
+        producer = FileSpanProducer(fd, 0, len(self.data), transport=self.transport)
+        done = producer.start(self.transport)
+        calls: list[str] = []
+        real = os.sendfile
+
+        def counting(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+            try:
+                n = real(out_fd, in_fd, offset, count)
+            except BlockingIOError:
+                calls.append("EAGAIN")
+                raise
+            calls.append("full" if n == count else "short")
+            return n
+
+        self.patch(os, "sendfile", counting)
+        self.transport.doWrite()
+        [writer] = self.writers()
+        self.drain()
+        while not done.called:
+            writer.doWrite()
+            self.drain()
+        self.successResultOf(done)
+        # The socket pair's buffer is smaller than a chunk: each wake-up is one short call.
+        self.assertIn("short", calls)
+        self.assertNotIn("EAGAIN", calls)
+
     def test_pause_resume_and_lost(self) -> None:
         """
         A pause takes the writer out of the reactor and a resume puts it back; the reactor

@@ -229,9 +229,9 @@ class FileSpanProducer:
         sock = writer.fileno()
         sent = 0
         while self._remaining and sent < TURN_BUDGET and not self._paused:
+            asked = min(self._remaining, SENDFILE_CHUNK)
             try:
-                n = os.sendfile(sock, fd, self._position,
-                                min(self._remaining, SENDFILE_CHUNK))
+                n = os.sendfile(sock, fd, self._position, asked)
             except BlockingIOError:
                 break   # the writer stays registered: the next writable event goes on
             if n == 0:
@@ -239,6 +239,8 @@ class FileSpanProducer:
             self._position += n
             self._remaining -= n
             sent += n
+            if n < asked:
+                break   # the socket buffer is full: a further call would only fail
         if not self._remaining:
             self._finish()
 
