@@ -5,7 +5,9 @@ through which the server layer runs a game process.
 ``IEnvironment`` is implemented by ``process.ProcessEnvironment`` (a child
 process on a PTY, ``environment.driver: process``) and by
 ``docker.DockerEnvironment`` (a container over the Docker Engine API,
-``environment.driver: docker``).  Nothing here names containers, images
+``environment.driver: docker``), both on ``base.EnvironmentBase`` (the
+tracked state, listener, settings, last exit and installer in flight, kept
+the same way by both).  Nothing here names containers, images
 being pulled or the Engine API: the server layer (state handling, crash detection,
 throttling, done-strings, disk checks, stats publishing) is written once
 against this interface.

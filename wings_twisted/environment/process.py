@@ -82,8 +82,9 @@ from ..blocking import RunBlocking
 from ..config import Config
 from ..reactor import IReactor
 from .lines import LineSplitter
-from . import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
-               IEnvironmentListener, InstallResult, NotAttached)
+from . import (EnvironmentError, EnvironmentSettings, IEnvironment,
+               InstallResult, NotAttached)
+from .base import EnvironmentBase
 from .cgroups import (CgroupHost, ServerCgroup, base_name, bounded_memory, cgroup_limits,
                       detect_cgroups)
 from .launcher import launcher_argv
@@ -189,7 +190,7 @@ class _ServerProtocol(ProcessProtocol):
 
 
 @implementer(IEnvironment)
-class ProcessEnvironment:
+class ProcessEnvironment(EnvironmentBase):
     """
     ``IEnvironment`` for a child process of the daemon (module docstring).
 
@@ -213,7 +214,7 @@ class ProcessEnvironment:
                  cgroups: CgroupSource = "detect",
                  which: Callable[[str], str | None] | None = None,
                  daemon_env: Mapping[str, str] | None = None) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._reactor = reactor
         self._config = config
         self._run_blocking = run_blocking
@@ -221,58 +222,16 @@ class ProcessEnvironment:
         self._which = which or shutil.which
         self._daemon_path = (daemon_env if daemon_env is not None else os.environ).get(
             "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        self._listener: Any = None
-        self.state = "offline"
         self._history: deque[str] = deque(maxlen=max(config.system.websocket_log_count, 100))
         self._run: _Run | None = None
         self._starting = False
-        self._exit = (0, False)
         self._warned_unlimited = False
-        self._installer: Deferred[InstallResult] | None = None
         self._host_memory = 0
         # The look for leftovers of a previous daemon run (is_running or the first start):
         # done once, and every start waits for it to finish.
         self._sweep_done: Deferred[None] | None = None
 
     # -- state and listener ------------------------------------------------
-
-    def set_state(self, state: str) -> None:
-        """
-        Set the tracked state; notify the listener only on a change.
-        """
-        if state not in STATES:
-            raise ValueError("unknown state {!r}".format(state))
-        old, self.state = self.state, state
-        if old != state:
-            self._notify("state_changed", old, state)
-
-    def set_listener(self, listener: IEnvironmentListener) -> None:
-        """
-        Where state changes, lines and samples go.
-        """
-        self._listener = listener
-
-    def _notify(self, method: str, *args: Any) -> None:
-        if self._listener is None:
-            return
-        try:
-            getattr(self._listener, method)(*args)
-        except Exception:
-            self._log.failure("environment listener {method} failed", method=method)
-
-    @property
-    def settings(self) -> EnvironmentSettings:
-        """
-        The current settings.
-        """
-        return self._settings
-
-    def apply_settings(self, settings: EnvironmentSettings) -> None:
-        """
-        Adopt new settings (volume, command, env, uid/gid on the next start;
-        limits also through ``update_limits``).
-        """
-        self._settings = settings
 
     # -- simple queries ----------------------------------------------------
 
@@ -339,12 +298,6 @@ class ProcessEnvironment:
         Nothing to do: every start spawns from the current settings.
         """
         return succeed(None)
-
-    def exit_state(self) -> tuple[int, bool]:
-        """
-        ``(exit_code, oom_killed)`` of the last run.
-        """
-        return self._exit
 
     def uptime_ms(self) -> int:
         """
@@ -779,11 +732,4 @@ class ProcessEnvironment:
         d = Deferred.fromCoroutine(run_install(
             self._reactor, self._run_blocking, job, on_line,
             which=self._which, is_root=os.geteuid() == 0))
-        self._installer = d
-
-        def forget(result: Any) -> Any:
-            if self._installer is d:
-                self._installer = None
-            return result
-
-        return d.addBoth(forget)
+        return self._track_installer(d)

@@ -59,8 +59,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ...blocking import RunBlocking
-from .. import (STATES, EnvironmentError, EnvironmentSettings, IEnvironment,
-                IEnvironmentListener, InstallResult, NotAttached)
+from .. import (EnvironmentError, EnvironmentSettings, IEnvironment,
+                InstallResult, NotAttached)
+from ..base import EnvironmentBase
 from ..lines import LineSplitter
 from ..process import parse_signal, stop_signal
 from . import installer, stats
@@ -111,7 +112,7 @@ class _Run:
 
 
 @implementer(IEnvironment)
-class DockerEnvironment:
+class DockerEnvironment(EnvironmentBase):
     """
     ``IEnvironment`` for one server container (module docstring).
     """
@@ -124,18 +125,14 @@ class DockerEnvironment:
 
     def __init__(self, settings: EnvironmentSettings, *, engine: Engine,
                  run_blocking: RunBlocking) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._engine = engine
         self._client = engine.client
         self._clock = engine.client.clock
         self._run_blocking = run_blocking
-        self._listener: Any = None
-        self.state = "offline"
         self._run: _Run | None = None
         self._starting = False
-        self._exit = (0, False)
         self._tty = True
-        self._installer: Deferred[InstallResult] | None = None
         #: (container id, create document, image id) of the last container made.
         self._made: tuple[str, str, str] | None = None
 
@@ -147,44 +144,6 @@ class DockerEnvironment:
         The container's name: the server's UUID.
         """
         return self._settings.uuid
-
-    def set_state(self, state: str) -> None:
-        """
-        Set the tracked state; notify the listener only on a change.
-        """
-        if state not in STATES:
-            raise ValueError("unknown state {!r}".format(state))
-        old, self.state = self.state, state
-        if old != state:
-            self._notify("state_changed", old, state)
-
-    def set_listener(self, listener: IEnvironmentListener) -> None:
-        """
-        Where state changes, lines, samples and notices go.
-        """
-        self._listener = listener
-
-    def _notify(self, method: str, *args: Any) -> None:
-        target = getattr(self._listener, method, None)
-        if target is None:
-            return
-        try:
-            target(*args)
-        except Exception:
-            self._log.failure("environment listener {method} failed", method=method)
-
-    def apply_settings(self, settings: EnvironmentSettings) -> None:
-        """
-        Adopt new settings: the next start recreates the container from them.
-        """
-        self._settings = settings
-
-    @property
-    def settings(self) -> EnvironmentSettings:
-        """
-        The current settings.
-        """
-        return self._settings
 
     def _error(self, error: DockerError) -> EnvironmentError:
         return EnvironmentError(error.message)
@@ -225,12 +184,6 @@ class DockerEnvironment:
         """
         run = self._alive()
         return run is not None and run.stream is not None and run.stream.open
-
-    def exit_state(self) -> tuple[int, bool]:
-        """
-        ``(exit_code, oom_killed)`` of the last run.
-        """
-        return self._exit
 
     def uptime_ms(self) -> int:
         """
@@ -696,14 +649,7 @@ class DockerEnvironment:
             self._engine, self._settings, self._run_blocking, script=script, image=image,
             entrypoint=entrypoint, env=env, on_line=on_line,
             on_progress=lambda line: self._notify("progress", line)))
-        self._installer = d
-
-        def forget(result: Any) -> Any:
-            if self._installer is d:
-                self._installer = None
-            return result
-
-        return d.addBoth(forget)
+        return self._track_installer(d)
 
 
 def _truncate(path: str) -> None:
