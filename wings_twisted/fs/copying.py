@@ -131,16 +131,7 @@ def _plan(volume: Volume, fd: int, prefix: str) -> int:
     entries left out).
     """
     total = 0
-    with os.scandir(fd) as iterator:
-        entries = list(iterator)
-    for entry in entries:
-        path = prefix + "/" + entry.name
-        if volume.is_denied(path):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
+    for entry, path, st in _entries(volume, fd, prefix):
         if _stat.S_ISREG(st.st_mode):
             total += st.st_size
         elif _stat.S_ISDIR(st.st_mode):
@@ -169,8 +160,12 @@ def _copy_tree(volume: Volume, parent: int, name: str, target: str, clean: str) 
         os.close(source)
 
 
-def _copy_contents(volume: Volume, source: int, destination: int, prefix: str) -> None:
-    with os.scandir(source) as iterator:
+def _entries(volume: Volume, fd: int, prefix: str) -> Iterator[tuple[os.DirEntry[str], str, os.stat_result]]:
+    """
+    ``(entry, path, lstat)`` of the directory ``fd`` (volume path ``prefix``) in byte order of
+    their names, without denylisted entries and entries gone since the listing.
+    """
+    with os.scandir(fd) as iterator:
         entries = sorted(iterator, key=lambda e: os.fsencode(e.name))
     for entry in entries:
         path = prefix + "/" + entry.name
@@ -180,6 +175,11 @@ def _copy_contents(volume: Volume, source: int, destination: int, prefix: str) -
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
+        yield entry, path, st
+
+
+def _copy_contents(volume: Volume, source: int, destination: int, prefix: str) -> None:
+    for entry, path, st in _entries(volume, source, prefix):
         if _stat.S_ISREG(st.st_mode):
             _copy_file(volume, source, entry.name, destination, entry.name, path)
         elif _stat.S_ISDIR(st.st_mode):
