@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from wings_twisted.fs import walk
 from wings_twisted.fs.paths import (
     DIR_MODE,
+    Escapes,
     MAX_DEPTH,
     MAX_LINK_HOPS,
     NAME_MAX,
@@ -449,3 +450,89 @@ class TranslateErrorTests(SynchronousTestCase):
                 self.fail("opened " + path)
 
 
+
+
+class EntryTests(SynchronousTestCase):
+    """
+    ``walk.entry``, the walk of ``STAT`` that follows a final symlink while its text is relative
+    and stays beneath the root: where each kind of link text lands, the hop limit at its
+    boundary, and what escapes.
+    """
+
+    def setUp(self) -> None:
+        self.root = FilePath(self.mktemp())
+        self.root.child("d").makedirs()
+        self.root.descendant(["d", "f"]).setContent(b"abc")
+        self.root.child("top").setContent(b"x")
+        self.fds = open_fds()
+
+    def tearDown(self) -> None:
+        self.assertEqual(open_fds(), self.fds)
+
+    def lands(self, path: str) -> tuple[tuple[int, int], str | None]:
+        """
+        ``((device, inode) of the directory, name)`` that ``path`` leads to.
+        """
+        clean, parts = split_path(path)
+        with walk.entry(self.root.path, clean, parts) as (directory, name):
+            st = os.fstat(directory)
+            return (st.st_dev, st.st_ino), name
+
+    def ident(self, *segments: str) -> tuple[int, int]:
+        st = os.stat(self.root.descendant(list(segments)).path if segments else self.root.path)
+        return st.st_dev, st.st_ino
+
+    def link(self, name: str, text: str) -> None:
+        os.symlink(text, self.root.child(name).path)
+
+    def test_plain_entries(self) -> None:
+        """
+        No link: the parent and the name, missing or not; the root is the root and no name.
+        """
+        self.assertEqual(self.lands("/d/f"), (self.ident("d"), "f"))
+        self.assertEqual(self.lands("/top"), (self.ident(), "top"))
+        self.assertEqual(self.lands("/d/missing"), (self.ident("d"), "missing"))
+        self.assertEqual(self.lands("/"), (self.ident(), None))
+
+    def test_final_links_followed(self) -> None:
+        """
+        A relative final link lands where its text leads: a file in a subdirectory, a path with
+        ``..`` inside it, a directory (text ending in ``/``, ``.`` or ``..`` gives no name), and
+        a link reached through an intermediate link.
+        """
+        self.link("lf", "d/f")
+        self.link("lup", "d/../top")
+        self.link("ldir", "d/")
+        self.link("ldot", ".")
+        os.symlink("..", self.root.descendant(["d", "parent"]).path)
+        self.link("via", "d")
+        self.assertEqual(self.lands("/lf"), (self.ident("d"), "f"))
+        self.assertEqual(self.lands("/lup"), (self.ident(), "top"))
+        self.assertEqual(self.lands("/ldir"), (self.ident("d"), None))
+        self.assertEqual(self.lands("/ldot"), (self.ident(), None))
+        self.assertEqual(self.lands("/d/parent"), (self.ident(), None))
+        self.assertEqual(self.lands("/via/f"), (self.ident("d"), "f"))
+        # A link's text is itself walked again when it names another link.
+        self.link("again", "lf")
+        self.assertEqual(self.lands("/again"), (self.ident("d"), "f"))
+
+    def test_escapes(self) -> None:
+        """
+        Absolute text, text that climbs above the root, and a loop are `Escapes`.
+        """
+        self.link("abs", self.root.child("top").path)
+        self.link("up", "../outside")
+        self.link("dotdot", "..")
+        self.link("loop", "loop")
+        for name in ("abs", "up", "dotdot", "loop"):
+            self.assertRaises(Escapes, self.lands, "/" + name)
+
+    def test_hop_limit(self) -> None:
+        """
+        A chain of exactly `MAX_LINK_HOPS` links is followed; one more link escapes.
+        """
+        self.link("l0", "top")
+        for i in range(1, MAX_LINK_HOPS + 1):
+            self.link("l{}".format(i), "l{}".format(i - 1))
+        self.assertEqual(self.lands("/l{}".format(MAX_LINK_HOPS - 1)), (self.ident(), "top"))
+        self.assertRaises(Escapes, self.lands, "/l{}".format(MAX_LINK_HOPS))

@@ -27,7 +27,10 @@ from twisted.web.server import Request
 
 from ..files.chunked import (ForeignUpload, Session, TooManyUploads, UnknownUpload, assemble,
                              discard, store_chunk)
+from ..files import FileServices
 from ..fs import IsDirectory, NotFound, QuotaExceeded, Volume, clean_path
+from ..node import Node
+from ..servers.server import Server
 from .body import read_object
 from .errors import ApiError, BadRequest, Conflict, ErrorResource, Forbidden
 from .errors import NotFound as RouteNotFound
@@ -183,7 +186,7 @@ class AbortRoute(FileRoute):
     ``DELETE files/upload/{upload_id}``.
     """
 
-    def __init__(self, node: Any, server: Any, services: Any, upload_id: str) -> None:
+    def __init__(self, node: Node, server: Server, services: FileServices, upload_id: str) -> None:
         super().__init__(node, server, services)
         self._upload_id = upload_id
 

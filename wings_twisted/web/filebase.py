@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from ..files import FileServices
 from ..fs import NotDirectory, NotFound
 
 from ..node import Node
@@ -47,7 +48,7 @@ class FileRoute(JsonResource):
     #: Methods of this route that modify the volume (write guard).
     modifying: ClassVar[frozenset[bytes]] = frozenset()
 
-    def __init__(self, node: Node, server: Server, services: Any) -> None:
+    def __init__(self, node: Node, server: Server, services: FileServices) -> None:
         super().__init__()
         self.node = node
         self.game_server = server
