@@ -26,6 +26,7 @@ from twisted.web.server import Request
 
 from ..archive import Busy, Cancelled, Damaged, UnknownFormat, Unsupported
 from ..archive.extract import identify
+from ..files import FileServices
 from ..node import Node
 from ..servers.server import Server
 from .body import read_object
@@ -158,7 +159,7 @@ class ArchiveStatusRoute(FileRoute):
 
     isLeaf = False
 
-    def __init__(self, node: Node, server: Server, services: Any, identifier: str = "") -> None:
+    def __init__(self, node: Node, server: Server, services: FileServices, identifier: str = "") -> None:
         super().__init__(node, server, services)
         self._identifier = identifier
 

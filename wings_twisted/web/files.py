@@ -29,6 +29,7 @@ from twisted.web.server import Request
 from ..fs import Volume
 from ..fs.info import sniff_fd
 from ..fs.listing import list_directory_json, search, stat_entry
+from ..files import FileServices
 from ..node import Node
 from ..servers.server import Server
 from .archives import ARCHIVE_ROUTES
@@ -174,7 +175,7 @@ class FilesResource(JsonResource):
     ``/api/servers/{uuid}/files``: one child per route.
     """
 
-    def __init__(self, node: Node, server: Server, services: Any) -> None:
+    def __init__(self, node: Node, server: Server, services: FileServices) -> None:
         super().__init__()
         self._node = node
         self._server = server
