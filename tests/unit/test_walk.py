@@ -450,8 +450,6 @@ class TranslateErrorTests(SynchronousTestCase):
                 self.fail("opened " + path)
 
 
-
-
 class EntryTests(SynchronousTestCase):
     """
     ``walk.entry``, the walk of ``STAT`` that follows a final symlink while its text is relative
