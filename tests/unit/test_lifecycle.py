@@ -665,6 +665,8 @@ class CgroupDetectionTests(SynchronousTestCase):
 
         factory = ProcessEnvironments(reactor=harness.clock, config=lambda: harness.config,
                                       run_blocking=counting)
+        # Detection makes the (empty) base group of this data directory on a host with cgroups.
+        self.addCleanup(lambda: self.successResultOf(factory.release()))
         first = self.successResultOf(Deferred.fromCoroutine(factory.cgroup_host()))
         second = self.successResultOf(Deferred.fromCoroutine(factory.cgroup_host()))
         self.assertIs(first, second)
