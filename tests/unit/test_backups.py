@@ -822,9 +822,9 @@ class IndexTests(SynchronousTestCase):
         self.assertIsNone(third.get(BACKUP))
 
 
-class DownloadGuardTests(SynchronousTestCase):
+class _DownloadCase(SynchronousTestCase):
     """
-    The restore download's address filter (backups.md §8.3), before any connection.
+    ``open_download`` over a memory reactor and a scripted resolver.
     """
 
     def open(self, url: str, allow: list[str] | None = None,
@@ -849,6 +849,12 @@ class DownloadGuardTests(SynchronousTestCase):
 
     def refused(self, d: Deferred[Any]) -> str:
         return str(self.failureResultOf(d, DownloadRefused).value)
+
+
+class DownloadGuardTests(_DownloadCase):
+    """
+    The restore download's address filter (backups.md §8.3), before any connection.
+    """
 
     def test_blocked_addresses(self) -> None:
         """
@@ -875,3 +881,59 @@ class DownloadGuardTests(SynchronousTestCase):
         for bad in ("ftp://127.0.0.1/x", "http:///x", "file:///etc/passwd"):
             _, d = self.open(bad)
             self.assertIn("backup link", self.refused(d))
+
+
+class DownloadRedirectTests(_DownloadCase):
+    """
+    Redirects of the restore download (backups.md §8.3): each target is checked like the first
+    URL before anything connects to it, and at most 10 are followed.
+    """
+
+    def answer(self, reactor: Any, index: int, response: bytes) -> None:
+        """
+        Connect the ``index``-th TCP attempt and feed it ``response``.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        host, port, factory = reactor.tcpClients[index][:3]
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(response)
+
+    def test_redirect_to_a_blocked_address(self) -> None:
+        """
+        A redirect from an allowed host to a private address is refused; the private address is
+        never connected to.
+        """
+        reactor, d = self.open("http://127.0.0.1:9000/b/k", allow=["127.0.0.1"])
+        self.answer(reactor, 0, b"HTTP/1.1 302 Found\r\nLocation: http://10.0.0.5/b/k\r\n"
+                                b"Content-Length: 0\r\n\r\n")
+        self.assertEqual(self.refused(d), "The provided backup link resolves to a blocked address.")
+        self.assertEqual([c[:2] for c in reactor.tcpClients], [("127.0.0.1", 9000)])
+
+    def test_relative_redirect_followed(self) -> None:
+        """
+        A relative ``Location`` is resolved against the current URL and connected to after the
+        check; its ``200`` with a gzip type is the download.
+        """
+        reactor, d = self.open("http://127.0.0.1:9000/b/k?sig=1", allow=["127.0.0.1"])
+        self.answer(reactor, 0, b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /other/k\r\n"
+                                b"Content-Length: 0\r\n\r\n")
+        self.assertEqual(len(reactor.tcpClients), 2)
+        self.answer(reactor, 1, b"HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\n"
+                                b"Content-Length: 3\r\n\r\n")
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.request.absoluteURI, b"http://127.0.0.1:9000/other/k")
+
+    def test_too_many_redirects(self) -> None:
+        """
+        The eleventh redirect in a row fails the restore.
+        """
+        reactor, d = self.open("http://127.0.0.1:9000/0", allow=["127.0.0.1"])
+        for hop in range(11):
+            self.answer(reactor, hop, "HTTP/1.1 302 Found\r\nLocation: /{}\r\n"
+                                      "Content-Length: 0\r\n\r\n".format(hop + 1).encode())
+        self.assertEqual(len(reactor.tcpClients), 11)
+        self.assertIn("too many redirects", self.refused(d))
