@@ -310,3 +310,48 @@ class RestoreQuotaTests(SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(server.volume.root)), ["small.txt"])
         [report] = h.state.requests("POST", "/backups/{}/restore".format(BACKUP))
         self.assertEqual(report.raw_body, b'{"successful": false}')
+
+
+class ForkEventTests(SynchronousTestCase):
+    """
+    backups.md §7.2: the fork's ``backup started``, ``backup restore started`` and ``backup
+    deleted`` events, sent only with ``websocket.emit_fork_backup_events``.
+    """
+
+    def flow(self, emit: bool) -> list[tuple[str, str | None]]:
+        """
+        Create, restore and delete one local backup; the backup events the server published
+        other than ``backup completed``.
+        """
+        h = BackupHarness(FilePath(self.mktemp()), websocket={"emit_fork_backup_events": emit})
+        h.state.add_backup(BACKUP, server=SERVER)
+        server = h.add_server()
+        fill(server.volume.root, {"a.txt": b"a"})
+        base = "/api/servers/{}/backup".format(SERVER)
+        self.assertEqual(h.post(base, {"adapter": "wings", "uuid": BACKUP, "ignore": ""}).status,
+                         202)
+        h.pump()
+        self.assertIn("backup completed", [name for name, _ in h.events])
+        self.assertEqual(h.post("{}/{}/restore".format(base, BACKUP),
+                                {"adapter": "wings", "truncate_directory": False,
+                                 "download_url": ""}).status, 202)
+        h.pump()
+        self.assertEqual(h.get("{}/{}".format(base, BACKUP), method="DELETE").status, 204)
+        h.pump()
+        return [(name, arg) for name, arg in h.events
+                if name.startswith("backup ") and "completed" not in name]
+
+    def test_sent_with_the_switch(self) -> None:
+        """
+        With the switch each step is announced with ``{"uuid":"<backup>"}``.
+        """
+        argument = '{"uuid":"' + BACKUP + '"}'
+        self.assertEqual(self.flow(True), [("backup started", argument),
+                                           ("backup restore started", argument),
+                                           ("backup deleted", argument)])
+
+    def test_silent_by_default(self) -> None:
+        """
+        Without it (the default: the stock panel does not listen) none is sent.
+        """
+        self.assertEqual(self.flow(False), [])

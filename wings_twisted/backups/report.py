@@ -27,12 +27,16 @@ import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-__all__ = ["BackupResult", "Part", "event_argument", "failure_report", "restore_message",
-           "result_events", "success_report"]
+__all__ = ["BackupResult", "Part", "event_argument", "failure_report", "fork_argument",
+           "restore_message", "result_events", "success_report"]
 
 CHECKSUM_TYPE = "sha1"
 COMPLETED = "backup completed"
 RESTORE_COMPLETED = "backup restore completed"
+#: The fork's extra events (§7.2), sent only with ``websocket.emit_fork_backup_events``.
+STARTED = "backup started"
+DELETED = "backup deleted"
+RESTORE_STARTED = "backup restore started"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,13 @@ def event_argument(backup_uuid: str, result: BackupResult | None) -> str:
         "uuid": backup_uuid,
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def fork_argument(backup_uuid: str) -> str:
+    """
+    The argument of the fork's events (§7.2): ``{"uuid":"<backup uuid>"}``.
+    """
+    return json.dumps({"uuid": backup_uuid}, separators=(",", ":"))
 
 
 def result_events(backup_uuid: str, result: BackupResult | None, *,

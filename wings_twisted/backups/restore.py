@@ -166,6 +166,7 @@ async def begin_restore(services: BackupServices, server: Server, backup_uuid: s
         if response is not None:
             deliver(response, node.clock).stop()
         raise BackupConflict(RESTORE_RUNNING) from None
+    services.publish_fork(server, report.RESTORE_STARTED, backup_uuid)
     server.track(_restore, services, server, backup_uuid, adapter, truncate, fd, response)
 
 

@@ -234,6 +234,7 @@ class BackupServices:
         self.generating[backup_uuid] = generation
         self.index.record(backup_uuid, server.uuid, adapter, self.node.clock.seconds())
         generation.task = server.track(self._backup, server, generation)
+        self.publish_fork(server, report.STARTED, backup_uuid)
         return generation
 
     async def _thread(self, generation: Generation, fn: Callable[..., Any], *args: Any) -> Any:
@@ -332,6 +333,13 @@ class BackupServices:
         for name, argument in report.result_events(backup_uuid, result, suffixed=suffixed):
             server.events.publish(name, argument)
 
+    def publish_fork(self, server: Server, event: str, backup_uuid: str) -> None:
+        """
+        One of the fork's extra events (§7.2), when ``websocket.emit_fork_backup_events`` is on.
+        """
+        if self.node.config.websocket.emit_fork_backup_events and not server.occupancy.deleted:
+            server.events.publish(event, report.fork_argument(backup_uuid))
+
     # -- deleting --------------------------------------------------------------------------------
 
     async def cancel_generation(self, generation: Generation) -> None:
@@ -361,12 +369,13 @@ class BackupServices:
         if generation is not None:
             await self.cancel_generation(generation)
             await self._remove_file(storage.archive_path(self.directory, backup_uuid))
-            return
-        path = storage.locate(self.directory, server.uuid, backup_uuid)
-        if path is None:
-            raise BackupNotFound()
-        await self.run_job(storage.remove_archive, self.directory, path)
-        self.index.remove(backup_uuid)
+        else:
+            path = storage.locate(self.directory, server.uuid, backup_uuid)
+            if path is None:
+                raise BackupNotFound()
+            await self.run_job(storage.remove_archive, self.directory, path)
+            self.index.remove(backup_uuid)
+        self.publish_fork(server, report.DELETED, backup_uuid)
 
     async def delete_all(self, server_uuid: str) -> int:
         """
