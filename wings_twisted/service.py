@@ -75,8 +75,12 @@ class WingsService(MultiService):
     """
 
     def __init__(self, node: Node, *, fatal: Callable[[str], None],
+                 before_boot: Sequence[Callable[[], Awaitable[None]]] = (),
                  after_boot: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         """
+        :param before_boot: run in order before any server is loaded (the
+            backup index, which decides which server owns which backup, is
+            read before a server's routes can answer).
         :param after_boot: started in order once the servers are loaded and
             their states restored, before the panel's reset (the SFTP
             listener); each reports its own failures.
@@ -84,6 +88,7 @@ class WingsService(MultiService):
         super().__init__()
         self.node = node
         self._fatal = fatal
+        self._before_boot = list(before_boot)
         self._after_boot = list(after_boot)
         self.booted: Deferred[None] | None = None
         purge = TimerService(TOKEN_PURGE_INTERVAL, node.tokens.purge)
@@ -135,6 +140,8 @@ class WingsService(MultiService):
         Load and register every server of this node (panel.md §3.1).
         """
         node = self.node
+        for prepare in self._before_boot:
+            await prepare()
         entries = await node.panel.get_servers(node.config.remote_query.boot_servers_per_page)
         for entry in entries:
             uuid = entry.get("uuid")

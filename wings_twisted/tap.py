@@ -272,7 +272,7 @@ def build_service(config: Config, reactor: IReactor, *, config_path: str | None 
                                          pool=QuietConnectionPool(reactor, persistent=True)),
                              call_from_thread=getattr(reactor, "callFromThread", None))
     sftp = SftpService(node, reactor, fatal=fatal)
-    service = WingsService(node, fatal=fatal, after_boot=[backups.start, sftp.start])
+    service = WingsService(node, fatal=fatal, before_boot=[backups.start], after_boot=[sftp.start])
     ThreadPoolService(pool).setServiceParent(service)
     ThreadPoolService(backup_pool).setServiceParent(service)
     sftp.setServiceParent(service)

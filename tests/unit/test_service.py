@@ -52,6 +52,22 @@ class BootTests(SynchronousTestCase):
         self.assertEqual(self.h.state.reset_count, 1)
         self.assertEqual(self.fatal, [])
 
+    def test_before_and_after_boot(self) -> None:
+        """
+        ``before_boot`` runs before any server is loaded (the backup index must know each
+        backup's owner before a server's routes answer); ``after_boot`` once all are.
+        """
+        seen: list[tuple[str, list[str]]] = []
+
+        async def record(name: str) -> None:
+            seen.append((name, sorted(s.uuid for s in self.h.node.registry)))
+
+        self.service = WingsService(self.h.node, fatal=self.fatal.append,
+                                    before_boot=[lambda: record("before")],
+                                    after_boot=[lambda: record("after")])
+        self.start()
+        self.assertEqual(seen, [("before", []), ("after", sorted([SERVER, OTHER]))])
+
     def test_garbage_listing_is_a_panel_failure(self) -> None:
         """
         ``meta.last_page: 1e309`` is retried as a panel error and, when the
