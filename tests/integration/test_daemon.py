@@ -115,9 +115,18 @@ class DaemonTestCase(TestCase):
         self.panel = await listen(self.state, reactor)
         self.addCleanup(self.panel.stop)
 
+    #: Seconds the daemon gets to exit after SIGTERM at clean-up.
+    stop_timeout = 15
+
+    def daemon_env(self) -> dict[str, str]:
+        """
+        The daemon's environment.
+        """
+        return dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+
     def spawn(self, config: str) -> _Daemon:
         daemon = _Daemon()
-        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+        env = self.daemon_env()
         process = reactor.spawnProcess(
             daemon, sys.executable,
             TWISTD + ["--pidfile=", "-n", "--logfile=-", "wings", "--config", config],
@@ -130,7 +139,7 @@ class DaemonTestCase(TestCase):
                 process.signalProcess("TERM")
             except Exception:
                 return None
-            return _timeout(daemon.exited, 15)
+            return _timeout(daemon.exited, self.stop_timeout)
         self.addCleanup(stop)
         self.addCleanup(self._keep_output, daemon)
         self.process = process

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from typing import Any
 
@@ -29,10 +28,10 @@ from wings_twisted.devpanel.resource import listen
 from wings_twisted.devpanel.state import DevPanelState
 from wings_twisted.environment.docker import DockerError
 
-from ..support import REPO, SERVER, TOKEN, TOKEN_ID, USER
+from ..support import SERVER, TOKEN, TOKEN_ID, USER
 from .engine import IMAGE, INSTALLER_IMAGE, REGISTRY_PASSWORD, REGISTRY_USER, PodmanEngine, free_port, \
     start_podman, start_registry
-from .test_daemon import TWISTD, DaemonTestCase, _Daemon, _timeout
+from .test_daemon import DaemonTestCase, _timeout
 from .wsclient import WsClient
 
 OTHER = "0b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e"
@@ -112,27 +111,11 @@ class DockerDaemonTestCase(DaemonTestCase):
         self.config_path = path
         return path
 
-    def spawn(self, config: str) -> _Daemon:
-        daemon = _Daemon()
-        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1",
-                   DOCKER_HOST=self.docker_host)
-        process = reactor.spawnProcess(
-            daemon, sys.executable,
-            TWISTD + ["--pidfile=", "-n", "--logfile=-", "wings", "--config", config],
-            env=env, path=self.base)
+    # Shutdown waits on the engine's answers: slower than with child processes.
+    stop_timeout = 30
 
-        def stop() -> Deferred | None:
-            if daemon.exited.called:
-                return None
-            try:
-                process.signalProcess("TERM")
-            except Exception:
-                return None
-            return _timeout(daemon.exited, 30)
-        self.addCleanup(stop)
-        self.addCleanup(self._keep_output, daemon)
-        self.process = process
-        return daemon
+    def daemon_env(self) -> dict[str, str]:
+        return dict(super().daemon_env(), DOCKER_HOST=self.docker_host)
 
     async def restart_daemon(self) -> None:
         """
