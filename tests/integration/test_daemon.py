@@ -77,6 +77,53 @@ def _timeout(d: Deferred, seconds: float = TIMEOUT) -> Deferred:
     return d.addTimeout(seconds, reactor)
 
 
+def daemon_config(base: str, token_id: str, token: str, remote: str,
+                  api: dict[str, Any] | None = None) -> dict[str, Any]:
+    """
+    A test daemon's configuration: everything under ``base``, the API and SFTP on free
+    loopback ports, the process driver, the current user's account.
+    """
+    config: dict[str, Any] = {
+        "token_id": token_id, "token": token, "remote": remote,
+        "api": dict({"host": "127.0.0.1", "port": 0}, **(api or {})),
+        "system": {name: os.path.join(base, name) for name in
+                   ("root_directory", "log_directory", "data", "archive_directory",
+                    "backup_directory", "tmp_directory")},
+        "environment": {"driver": "process"},
+    }
+    # An existing account: the daemon would otherwise create "pterodactyl".
+    config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
+    # Tests never write /etc/logrotate.d/wings.
+    config["system"]["enable_log_rotate"] = False
+    # SFTP on a free loopback port (the default 2022 would collide between tests).
+    config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
+    return config
+
+
+def spawn_daemon(test: TestCase, config: str, cwd: str, env: dict[str, str],
+                 stop_timeout: float) -> tuple[_Daemon, Any]:
+    """
+    ``twistd -n wings --config <config>`` as a child of the test, sent SIGTERM at clean-up
+    and given ``stop_timeout`` seconds to exit.
+    """
+    daemon = _Daemon()
+    process = reactor.spawnProcess(
+        daemon, sys.executable,
+        TWISTD + ["--pidfile=", "-n", "--logfile=-", "wings", "--config", config],
+        env=env, path=cwd)
+
+    def stop() -> Deferred | None:
+        if daemon.exited.called:
+            return None
+        try:
+            process.signalProcess("TERM")
+        except Exception:
+            return None
+        return _timeout(daemon.exited, stop_timeout)
+    test.addCleanup(stop)
+    return daemon, process
+
+
 class DaemonTestCase(TestCase):
     """
     Starts the development panel and a daemon process per test.
@@ -86,20 +133,8 @@ class DaemonTestCase(TestCase):
 
     def write_config(self, **api: Any) -> str:
         base = self.base
-        config = {
-            "token_id": TOKEN_ID, "token": TOKEN, "remote": self.panel.url,
-            "api": dict({"host": "127.0.0.1", "port": 0, "upload_limit": 64}, **api),
-            "system": {name: os.path.join(base, name) for name in
-                       ("root_directory", "log_directory", "data", "archive_directory",
-                        "backup_directory", "tmp_directory")},
-            "environment": {"driver": "process"},
-        }
-        # An existing account: the daemon would otherwise create "pterodactyl".
-        config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
-        # Tests never write /etc/logrotate.d/wings.
-        config["system"]["enable_log_rotate"] = False
-        # SFTP on a free loopback port (the default 2022 would collide between tests).
-        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
+        config = daemon_config(base, TOKEN_ID, TOKEN, self.panel.url,
+                               dict({"upload_limit": 64}, **api))
         path = os.path.join(base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
@@ -125,24 +160,9 @@ class DaemonTestCase(TestCase):
         return dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
 
     def spawn(self, config: str) -> _Daemon:
-        daemon = _Daemon()
-        env = self.daemon_env()
-        process = reactor.spawnProcess(
-            daemon, sys.executable,
-            TWISTD + ["--pidfile=", "-n", "--logfile=-", "wings", "--config", config],
-            env=env, path=self.base)
-
-        def stop() -> Deferred | None:
-            if daemon.exited.called:
-                return None
-            try:
-                process.signalProcess("TERM")
-            except Exception:
-                return None
-            return _timeout(daemon.exited, self.stop_timeout)
-        self.addCleanup(stop)
+        daemon, self.process = spawn_daemon(self, config, self.base, self.daemon_env(),
+                                            self.stop_timeout)
         self.addCleanup(self._keep_output, daemon)
-        self.process = process
         return daemon
 
     def _keep_output(self, daemon: _Daemon) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import sys
 import tempfile
 import time
 from typing import Any
@@ -32,7 +30,7 @@ from wings_twisted.devpanel.tokens import mint_transfer, mint_websocket
 from wings_twisted.devpanel.transfers import DaemonCalls, TransferRecord
 
 from ..support import REPO, SERVER, TOKEN, TOKEN_ID, USER
-from .test_daemon import TWISTD, _Daemon, _timeout
+from .test_daemon import _Daemon, _timeout, daemon_config, spawn_daemon
 from .wsclient import WsClient
 
 TOKEN_ID_2 = "testTokenId00002"
@@ -215,41 +213,16 @@ class TwoNodeTestCase(TestCase):
         self.calls: DaemonCalls = self.state.daemon_calls
 
     def write_config(self, node: Node) -> str:
-        config = {
-            "token_id": node.token_id, "token": node.token, "remote": self.panel.url,
-            "api": {"host": "127.0.0.1", "port": 0},
-            "system": {name: os.path.join(node.base, name) for name in
-                       ("root_directory", "log_directory", "data", "archive_directory",
-                        "backup_directory", "tmp_directory")},
-            "environment": {"driver": "process"},
-        }
-        config["system"]["username"] = pwd.getpwuid(os.getuid()).pw_name
-        config["system"]["enable_log_rotate"] = False
-        config["system"]["sftp"] = {"bind_address": "127.0.0.1", "bind_port": 0}
+        config = daemon_config(node.base, node.token_id, node.token, self.panel.url)
         path = os.path.join(node.base, "config.yml")
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
         return path
 
     async def spawn(self, node: Node) -> None:
-        daemon = _Daemon()
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
         resets = self.state.reset_count
-        process = reactor.spawnProcess(
-            daemon, sys.executable,
-            TWISTD + ["--pidfile=", "-n", "--logfile=-", "wings", "--config",
-                      self.write_config(node)], env=env, path=node.base)
-
-        def stop() -> Deferred[Any] | None:
-            if daemon.exited.called:
-                return None
-            try:
-                process.signalProcess("TERM")
-            except Exception:
-                return None
-            return _timeout(daemon.exited, 20)
-
-        self.addCleanup(stop)
+        daemon, process = spawn_daemon(self, self.write_config(node), node.base, env, 20)
         node.daemon, node.process = daemon, process
         port = await _timeout(daemon.listening)
         node.url = "http://127.0.0.1:{}".format(port)
