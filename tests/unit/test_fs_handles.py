@@ -36,6 +36,7 @@ from wings_twisted.fs import (
 
 from ..support import unix_socket_at
 from .test_fs import (
+    check_outside_untouched,
     _PROFILE,
     _SUFFIXES,
     _layout,
@@ -933,21 +934,7 @@ class HandlePropertyTests(SynchronousTestCase):
         """
         Build the layout, run the operations, and compare everything outside with before.
         """
-        directory = self.mktemp()
-        sandbox = _Sandbox(directory)
-        try:
-            sandbox.build(layout)
-            before = sandbox.snapshot()
-            outside = sandbox.outside_inodes()
-
-            def leaked(st: os.stat_result) -> None:
-                self.assertNotIn((st.st_dev, st.st_ino), outside, "handed out an outside entry")
-
-            for operation, path in operations:
-                _run(sandbox, operation, path, leaked)
-            self.assertEqual(sandbox.snapshot(), before)
-        finally:
-            shutil.rmtree(os.path.dirname(directory))
+        check_outside_untouched(self, layout, operations, _run)
 
     @_PROFILE
     @given(_scenarios())
