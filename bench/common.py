@@ -606,7 +606,8 @@ class Background:
             info = process.info
             if info["pid"] in ours or not info["cmdline"] or info["cpu_times"] is None:
                 continue  # ours, or a kernel thread
-            command = " ".join(os.path.basename(part) if i == 0 else part
+            # Paths inside the checkout are written relative to it (RESULTS.md names no machine).
+            command = " ".join(os.path.basename(part) if i == 0 else part.replace(REPO + os.sep, "")
                                for i, part in enumerate(info["cmdline"][:4]))
             found[(info["pid"], info["create_time"])] = (
                 command[:80], info["cpu_times"].user + info["cpu_times"].system)
