@@ -7,9 +7,11 @@ exchange with the daemon's real ``Site`` (its request class included) over
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -508,3 +510,23 @@ class ScriptedPeer:
         """
         return self.sequence.consume(fail)
 
+
+def hostile_tar_gz() -> bytes:
+    """
+    A tar.gz of the entries an extraction must neutralise: a ``..`` escape and an absolute
+    name (both land inside, as ``escape.txt`` and ``abs.txt``), a symlink and a hard link to
+    ``/etc``, and a character device (all three skipped).
+    """
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        for name, kind, link in (("../../../escape.txt", tarfile.REGTYPE, ""),
+                                 ("/abs.txt", tarfile.REGTYPE, ""),
+                                 ("evil", tarfile.SYMTYPE, "/etc"),
+                                 ("hard", tarfile.LNKTYPE, "/etc/passwd"),
+                                 ("tty", tarfile.CHRTYPE, "")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            data = b"payload" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return raw.getvalue()

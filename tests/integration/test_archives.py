@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest
 
-from ..support import SERVER, TOKEN
+from ..support import SERVER, TOKEN, hostile_tar_gz
 from .test_daemon import DaemonTestCase
 
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -104,20 +104,8 @@ class ArchiveRouteTests(DaemonTestCase):
         outside = os.path.join(self.base, "outside")
         os.makedirs(outside)
         os.symlink(outside, os.path.join(self.volume, "out"))
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-            for name, kind, link in (("../../../escape.txt", tarfile.REGTYPE, ""),
-                                     ("/abs.txt", tarfile.REGTYPE, ""),
-                                     ("evil", tarfile.SYMTYPE, "/etc"),
-                                     ("hard", tarfile.LNKTYPE, "/etc/passwd"),
-                                     ("tty", tarfile.CHRTYPE, "")):
-                info = tarfile.TarInfo(name)
-                info.type, info.linkname = kind, link
-                data = b"payload" if kind == tarfile.REGTYPE else b""
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
         with open(os.path.join(self.volume, "up/hostile.tgz"), "wb") as f:
-            f.write(buffer.getvalue())
+            f.write(hostile_tar_gz())
         response, body = await self.post("decompress", {"root": "/up", "file": "hostile.tgz"})
         self.assertEqual(response.code, 204, body)
         self.assertTrue(os.path.isfile(os.path.join(self.volume, "escape.txt")))

@@ -8,10 +8,8 @@ resists.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
@@ -23,7 +21,7 @@ from wings_twisted.devpanel.faults import Delay, Respond
 from wings_twisted.servers.occupancy import RECEIVING_MESSAGE
 from wings_twisted.transfers.framing import Framing, body
 
-from ..support import SERVER, TOKEN, FakeEnvironment, Harness
+from ..support import SERVER, TOKEN, FakeEnvironment, Harness, hostile_tar_gz
 from .transfer_support import (
     Connection,
     Pair,
@@ -559,19 +557,7 @@ class DestinationTests(SynchronousTestCase):
         ``../`` and absolute names are clamped inside the volume; links and devices are skipped;
         nothing is written outside the volume.
         """
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w:gz") as archive:
-            for name, kind, link in (("../../../escape.txt", tarfile.REGTYPE, ""),
-                                     ("/abs.txt", tarfile.REGTYPE, ""),
-                                     ("evil", tarfile.SYMTYPE, "/etc"),
-                                     ("hard", tarfile.LNKTYPE, "/etc/passwd"),
-                                     ("tty", tarfile.CHRTYPE, "")):
-                info = tarfile.TarInfo(name)
-                info.type, info.linkname = kind, link
-                data = b"payload" if kind == tarfile.REGTYPE else b""
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-        content_type, payload = upstream_body(raw.getvalue())
+        content_type, payload = upstream_body(hostile_tar_gz())
         self.assertEqual(self.post(content_type, payload).status, 200)
         volume = os.path.join(self.h.config.system.data, SERVER)
         self.assertEqual(sorted(tree(volume)), ["abs.txt", "escape.txt"])
