@@ -40,9 +40,14 @@ Fixed on the way: one `getrandom` per SSH packet for the padding (8 % of the put
 64 KiB buffer), answers written as one 32 KiB packet plus a 13-byte one (OpenSSH's client takes
 32 KiB packets; answers of one reactor turn are now one channel write), 64 status packets where
 one does, and one thread hop per 32 KiB write (11 % in `Condition.notify`; writes now go in
-batches). In these loaded runs `get` meets its target (0.82–0.83x) and `put` misses it (0.60–0.77x);
-closing the gap needs less Python per SSH packet (a transport that parses its buffer in place), not
-a different SFTP layer.
+batches). On the loaded machine of earlier runs (load average 4–7) `get` met its target
+(0.82–0.83x) and `put` missed it (0.60–0.77x); on a quiet machine OpenSSH, which has CPU to spare,
+speeds up more than the daemon, which has none (`get` 184 against 305 MiB/s, `put` 137 against
+218), and both miss (0.61–0.63x). A profile of a quiet `get` (py-spy, 200 Hz): HMAC-SHA-256 in C
+is 23 % of the busy samples and AES-CTR 7 % (work OpenSSH does too), the rest is spread over
+Conch's per-packet Python (`NS`, `sendPacket`, channel and connection bookkeeping, Deferred
+callbacks), no function above 7 %. Closing the gap needs less Python per SSH packet (a transport
+that parses and frames its buffers in place), not a different SFTP layer.
 
 The 32 s stall of a bare Conch server was not reproduced here (that server was not run); reading
 its code, the likely cause is its write path: `twisted.conch.unix` writes each
