@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import threading
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,9 +21,9 @@ from wings_twisted.streams.feed import FeedAborted, ThreadFeed
 from wings_twisted.transfers.extraction import RateLimit, ThreadedExtraction
 
 from .archive_support import make_volume
+from .test_pipe import ThreadReactor as Reactor
 from .transfer_support import tar_gz
 
-WAIT = 10.0
 
 
 @implementer(IPushProducer)
@@ -44,37 +42,6 @@ class Producer:
 
     def stopProducing(self) -> None:
         self.stopped = True
-
-
-class Reactor:
-    """
-    The reactor thread as the test.
-    """
-
-    def __init__(self) -> None:
-        self.calls: queue.Queue[Callable[[], None]] = queue.Queue()
-
-    def call_from_thread(self, fn: Callable[[], None]) -> None:
-        self.calls.put(fn)
-
-    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-
-        def work() -> None:
-            try:
-                result = fn(*args)
-            except BaseException:
-                failure = Failure()
-                self.calls.put(lambda: d.errback(failure))
-            else:
-                self.calls.put(lambda: d.callback(result))
-
-        threading.Thread(target=work, daemon=True).start()
-        return d
-
-    def run_until(self, done: Callable[[], bool]) -> None:
-        while not done():
-            self.calls.get(timeout=WAIT)()
 
 
 class ThreadFeedTests(SynchronousTestCase):

@@ -29,7 +29,7 @@ from .archive_support import make_volume, write
 WAIT = 10.0
 
 
-class _Reactor:
+class ThreadReactor:
     """
     The reactor thread as the test: calls from the worker are queued and run by `run_until`.
     """
@@ -85,7 +85,7 @@ class ThreadPipeProducerTests(SynchronousTestCase):
         """
         It is a push producer and a body producer of unknown length.
         """
-        producer = ThreadPipeProducer(lambda write: None, run_blocking=_Reactor().run_blocking,
+        producer = ThreadPipeProducer(lambda write: None, run_blocking=ThreadReactor().run_blocking,
                                       call_from_thread=lambda f: None)
         verifyObject(IPushProducer, producer)
         verifyObject(IBodyProducer, producer)
@@ -98,7 +98,7 @@ class ThreadPipeProducerTests(SynchronousTestCase):
         volume = make_volume(self.mktemp())
         for i in range(50):
             write(volume, "d/f%02d" % i, bytes([i]) * 50000)
-        reactor = _Reactor()
+        reactor = ThreadReactor()
         producer = ThreadPipeProducer(
             lambda out: archive.write_tar_gz(volume, archive.volume_selection(), out, level=1),
             run_blocking=reactor.run_blocking, call_from_thread=reactor.call_from_thread,
@@ -117,7 +117,7 @@ class ThreadPipeProducerTests(SynchronousTestCase):
         """
         While paused, the worker writes nothing more; resuming lets it finish.
         """
-        reactor = _Reactor()
+        reactor = ThreadReactor()
         wrote: list[int] = []
         gate = threading.Event()
 
@@ -146,7 +146,7 @@ class ThreadPipeProducerTests(SynchronousTestCase):
         ``stopProducing`` makes the worker's write raise ``Stopped`` (its clean-up runs); the
         ``startProducing`` Deferred never fires; ``finished`` does.
         """
-        reactor = _Reactor()
+        reactor = ThreadReactor()
         cleaned = threading.Event()
         started = threading.Event()
 
@@ -176,7 +176,7 @@ class ThreadPipeProducerTests(SynchronousTestCase):
         """
         A failing work fails both Deferreds with its error.
         """
-        reactor = _Reactor()
+        reactor = ThreadReactor()
 
         def work(write: Callable[[bytes], None]) -> None:
             write(gzip.compress(b"partial"))
