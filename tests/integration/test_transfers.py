@@ -22,29 +22,11 @@ from zope.interface import implementer
 from wings_twisted.transfers.framing import Framing, body
 
 from ..support import SERVER
+from ..unit.transfer_support import tree, write_files
 from .test_console import GAME
 from .transfer_nodes import Relay, TwoNodeTestCase
 
 MIB = 1024 * 1024
-
-
-def write_tree(root: str, files: dict[str, tuple[bytes, int]]) -> None:
-    for name, (content, mode) in files.items():
-        path = os.path.join(root, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(content)
-        os.chmod(path, mode)
-
-
-def read_tree(root: str) -> dict[str, tuple[bytes, int]]:
-    found = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = (f.read(), os.stat(path).st_mode & 0o7777)
-    return found
 
 
 def sample_files(big: int = 3 * MIB) -> dict[str, tuple[bytes, int]]:
@@ -71,7 +53,7 @@ class TransferSuccessTests(TwoNodeTestCase):
         (§11.8: no failure report), node2 keeps it registered and idle.
         """
         await self.start(invocation=GAME, environment={"MAX_PLAYERS": "4"})
-        write_tree(self.node1.volume(), sample_files())
+        write_files(self.node1.volume(), sample_files())
         # The server runs: the source stops it before it streams (§3.1 step 4).
         source = await self.websocket(self.node1)
         source.send("set state", "start")
@@ -79,7 +61,7 @@ class TransferSuccessTests(TwoNodeTestCase):
         # (The start's permission fix chowned the files, which drops set-user-ID bits: put the
         # 4750 file's mode back.)
         os.chmod(os.path.join(self.node1.volume(), "plugins/setuid-tool"), 0o4750)
-        expected = read_tree(self.node1.volume())
+        expected = tree(self.node1.volume())
         reply = await self.calls.start_transfer(SERVER, "node2")
         self.assertEqual(reply.status, 202, reply.body)
         record = self.state.transfers[SERVER]
@@ -90,7 +72,7 @@ class TransferSuccessTests(TwoNodeTestCase):
                             "node1's volume removed")
         self.assertFalse(await self.registered(self.node1))
         self.assertTrue(await self.registered(self.node2))
-        self.assertEqual(read_tree(self.node2.volume()), expected)
+        self.assertEqual(tree(self.node2.volume()), expected)
         self.assertEqual(os.stat(self.node2.volume()).st_mode & 0o777, 0o700)
         self.assertEqual(len(self.reports("success")), 1)
         self.assertEqual(self.reports("failure"), [])
@@ -160,7 +142,7 @@ class FailureTestCase(TwoNodeTestCase):
         await self.wait_for(lambda: "Transfer of {} failed".format(SERVER) in self.node1.log(),
                             30, "node1's failure")
         self.assertTrue(await self.registered(self.node1))
-        self.assertEqual(read_tree(self.node1.volume()), files)
+        self.assertEqual(tree(self.node1.volume()), files)
         response, text = await self.call(self.node1, "DELETE",
                                          "/api/servers/{}/transfer".format(SERVER))
         self.assertEqual(response.code, 409, text)
@@ -189,7 +171,7 @@ class TransferFailureTests(FailureTestCase):
         """
         await self.start()
         files = sample_files()
-        write_tree(self.node1.volume(), files)
+        write_files(self.node1.volume(), files)
         record = self.pending()
         forged = self.token(wrong_key=True)
         response, text = await self.push(self.node2.url + "/api/transfers", forged)
@@ -240,7 +222,7 @@ class TransferFailureTests(FailureTestCase):
                                        "Content-Type": framing.content_type.decode()})
         self.assertEqual(response.code, 200, await response.content())
         self.assertTrue(record.successful)
-        self.assertEqual(read_tree(self.node2.volume()), files)
+        self.assertEqual(tree(self.node2.volume()), files)
 
     async def test_connection_cut_halfway(self) -> None:
         """
@@ -249,7 +231,7 @@ class TransferFailureTests(FailureTestCase):
         """
         await self.start()
         files = sample_files(big=24 * MIB)
-        write_tree(self.node1.volume(), files)
+        write_files(self.node1.volume(), files)
         record = self.pending()
         relay = Relay(int(self.node2.url.rpartition(":")[2]), limit=12 * MIB, mode="cut")
         port = await relay.start()
@@ -273,7 +255,7 @@ class TransferFailureTests(FailureTestCase):
         """
         await self.start()
         files = sample_files(big=16 * MIB)
-        write_tree(self.node1.volume(), files)
+        write_files(self.node1.volume(), files)
         self.pending()
         response, text = await self.push(self.node2.url + "/api/transfers", self.token())
         self.assertEqual(response.code, 202, text)
@@ -296,7 +278,7 @@ class TransferCancelTests(FailureTestCase):
     async def held(self) -> tuple[Relay, dict[str, tuple[bytes, int]]]:
         await self.start(invocation=GAME, environment={"MAX_PLAYERS": "4"})
         files = sample_files(big=24 * MIB)
-        write_tree(self.node1.volume(), files)
+        write_files(self.node1.volume(), files)
         self.pending()
         relay = Relay(int(self.node2.url.rpartition(":")[2]), limit=8 * MIB, mode="hold")
         port = await relay.start()
