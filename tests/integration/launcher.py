@@ -21,50 +21,36 @@ import json
 import os
 from typing import Any
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from zope.interface import implementer
 
-
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        pass
+from tests.unit.pullpeer import ScriptedResolver
 
 
 @implementer(IHostnameResolver)
-class ScriptedResolver:
+class FallbackResolver(ScriptedResolver):
     """
-    Scripted answers for some names, the system resolver for the rest.
+    Scripted answers (`pullpeer.ScriptedResolver`) for the names of the script, each call
+    appended to the file ``calls``; the system resolver for the rest.
     """
 
     def __init__(self, answers: dict[str, list[list[str]]], fallback: IHostnameResolver,
                  calls: str) -> None:
-        self._answers = answers
+        super().__init__(answers)
         self._fallback = fallback
-        self._calls = calls
+        self._calls_file = calls
 
     def resolveHostName(self, resolutionReceiver: IResolutionReceiver, hostName: str,
                         portNumber: int = 0, addressTypes: Any = None,
                         transportSemantics: str = "TCP") -> IHostResolution:
-        script = self._answers.get(hostName)
-        if script is None:
+        if hostName not in self.answers:
             resolution: IHostResolution = self._fallback.resolveHostName(
                 resolutionReceiver, hostName, portNumber, addressTypes, transportSemantics)
             return resolution
-        with open(self._calls, "a") as f:
+        with open(self._calls_file, "a") as f:
             f.write(hostName + "\n")
-        answer = script.pop(0) if len(script) > 1 else script[0]
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for address in answer:
-            kind = IPv6Address if ":" in address else IPv4Address
-            resolutionReceiver.addressResolved(kind("TCP", address, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution
+        return super().resolveHostName(resolutionReceiver, hostName, portNumber, addressTypes,
+                                       transportSemantics)
 
 
 def main() -> None:
@@ -77,7 +63,7 @@ def main() -> None:
     if answers:
         with open(answers) as f:
             script = json.load(f)
-        reactor.installNameResolver(ScriptedResolver(  # type: ignore[attr-defined]
+        reactor.installNameResolver(FallbackResolver(  # type: ignore[attr-defined]
             script, reactor.nameResolver, answers + ".calls"))  # type: ignore[attr-defined]
     restoring = os.environ.get("WINGS_TEST_RESTORING")
     if restoring:
