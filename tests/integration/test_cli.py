@@ -17,7 +17,6 @@ from typing import Any
 import treq
 import yaml
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
 
@@ -49,6 +48,8 @@ class WingsTestCase(DaemonTestCase):
     A development panel in this process and a fresh directory per test.
     """
 
+    wait_timeout = 20.0
+
     async def prepare(self) -> None:
         self.base = tempfile.mkdtemp(prefix="wings-it-")
         self.addCleanup(shutil.rmtree, self.base, True)
@@ -72,12 +73,6 @@ class WingsTestCase(DaemonTestCase):
         self.process = process
         return daemon
 
-    async def wait_for(self, predicate: Any, what: str) -> None:
-        for _ in range(400):
-            if predicate():
-                return
-            await deferLater(reactor, 0.05, lambda: None)
-        self.fail("timed out waiting for " + what)
 
     def log_text(self, name: str = "wings.log") -> str:
         path = os.path.join(self.base, "log_directory", name)

@@ -18,7 +18,6 @@ from typing import Any
 
 import psutil
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from wings_twisted.devpanel import tokens
 from wings_twisted.devpanel.resource import listen
@@ -101,12 +100,6 @@ class ConsoleTestCase(DaemonTestCase):
                 return child
         raise AssertionError("the example game is not running")
 
-    async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met in {}s".format(timeout))
-            await deferLater(reactor, 0.05, lambda: None)
 
 
 class ConsoleTests(ConsoleTestCase):

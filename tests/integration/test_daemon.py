@@ -152,6 +152,20 @@ class DaemonTestCase(TestCase):
 
     #: Seconds the daemon gets to exit after SIGTERM at clean-up.
     stop_timeout = 15
+    #: Seconds `wait_for` waits unless told otherwise.
+    wait_timeout = 15.0
+
+    async def wait_for(self, predicate: Any, what: str = "", timeout: float | None = None) -> None:
+        """
+        Poll ``predicate`` every 50 ms until it is true; fail after ``timeout`` seconds
+        (`wait_timeout` by default), naming ``what`` (or the predicate).
+        """
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail("timed out after {}s waiting for {}".format(limit, what or predicate))
+            await deferLater(reactor, 0.05, lambda: None)
 
     def daemon_env(self) -> dict[str, str]:
         """

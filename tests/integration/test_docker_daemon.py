@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from typing import Any
 
 import yaml
@@ -113,6 +112,7 @@ class DockerDaemonTestCase(DaemonTestCase):
 
     # Shutdown waits on the engine's answers: slower than with child processes.
     stop_timeout = 30
+    wait_timeout = 20.0
 
     def daemon_env(self) -> dict[str, str]:
         return dict(super().daemon_env(), DOCKER_HOST=self.docker_host)
@@ -127,7 +127,7 @@ class DockerDaemonTestCase(DaemonTestCase):
         self.daemon = self.spawn(self.config_path)
         port = await _timeout(self.daemon.listening)
         self.url = "http://127.0.0.1:{}".format(port)
-        await self.wait_for(lambda: bool(self.state.reset_count), 30)
+        await self.wait_for(lambda: bool(self.state.reset_count), "the boot", timeout=30)
 
     async def connect(self, uuid: str = SERVER) -> WsClient:
         """
@@ -192,15 +192,6 @@ class DockerDaemonTestCase(DaemonTestCase):
                 return None
             raise
 
-    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
-        """
-        Poll ``predicate`` every 50 ms for at most ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not met in {}s".format(timeout))
-            await deferLater(reactor, 0.05, lambda: None)
 
 
 class DockerLifecycleTests(DockerDaemonTestCase):
