@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from wings_twisted.devpanel.objectstore import ObjectStore, ObjectStoreSettings
 
 from ..support import REPO, SERVER, TOKEN
+from ..unit.backup_support import fill
 from .s3store import S3Proxy, start_s3
 from .test_daemon import DaemonTestCase
 
@@ -44,14 +45,6 @@ TREE = {
 }
 IGNORE = "*.log\n!keep.log\ncache/**"
 KEPT = sorted(n for n in TREE if n not in ("logs/latest.log", "cache/x/y.bin"))
-
-
-def write_tree(root: str, tree: dict[str, bytes]) -> None:
-    for name, content in tree.items():
-        path = os.path.join(root, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(content)
 
 
 def read_tree(root: str) -> dict[str, bytes]:
@@ -129,7 +122,7 @@ class LocalBackupTests(_BackupCase):
         with and without truncation; deleted with 204 then 404.
         """
         await self.start(SERVER)
-        write_tree(self.volume, TREE)
+        fill(self.volume, TREE)
         os.symlink("server.properties", os.path.join(self.volume, "link"))
         report = await self.backup("wings")
         path = os.path.join(self.base, "backup_directory", BACKUP + ".tar.gz")
@@ -163,7 +156,7 @@ class LocalBackupTests(_BackupCase):
         # Restore over a changed volume, without then with truncation (§8).
         with open(os.path.join(self.volume, "server.properties"), "wb") as f:
             f.write(b"changed")
-        write_tree(self.volume, {"new.txt": b"new"})
+        fill(self.volume, {"new.txt": b"new"})
         response, body = await self.restore("wings", truncate=False)
         self.assertEqual(response.code, 202, body)
         self.assertEqual(self.state.restore_reports[-1]["successful"], True)
@@ -197,7 +190,7 @@ class LocalBackupTests(_BackupCase):
         answers 404 and deletes nothing.
         """
         await self.start(SERVER)
-        write_tree(self.volume, {"a.txt": b"a"})
+        fill(self.volume, {"a.txt": b"a"})
         response, body = await self.restore("wings", truncate=True)
         self.assertEqual(response.code, 404, body)
         self.assertEqual(read_tree(self.volume), {"a.txt": b"a"})
@@ -231,7 +224,7 @@ class S3BackupTests(_BackupCase):
         tree (with truncation), and one without truncation keeps other files.
         """
         await self.start_with_store()
-        write_tree(self.volume, TREE)
+        fill(self.volume, TREE)
         report = await self.backup("s3")
         self.assertTrue(report["successful"], report)
         key = "{}/{}.tar.gz".format(SERVER, BACKUP)
@@ -245,12 +238,12 @@ class S3BackupTests(_BackupCase):
                             for p in report["parts"]))
         self.assertEqual(os.listdir(os.path.join(self.base, "backup_directory")), [])
 
-        write_tree(self.volume, {"extra.txt": b"extra", "server.properties": b"changed"})
+        fill(self.volume, {"extra.txt": b"extra", "server.properties": b"changed"})
         response, body = await self.restore("s3", True, self.state.backup_download_url(BACKUP))
         self.assertEqual(response.code, 202, body)
         self.assertTrue(self.state.restore_reports[-1]["successful"])
         self.assertEqual(read_tree(self.volume), {n: TREE[n] for n in KEPT})
-        write_tree(self.volume, {"extra.txt": b"extra"})
+        fill(self.volume, {"extra.txt": b"extra"})
         response, body = await self.restore("s3", False, self.state.backup_download_url(BACKUP))
         self.assertEqual(response.code, 202, body)
         self.assertEqual(read_tree(self.volume)["extra.txt"], b"extra")
@@ -263,9 +256,9 @@ class S3BackupTests(_BackupCase):
         """
         await self.start_with_store()
         self.state.add_backup(BACKUP, server=SERVER)
-        write_tree(self.volume, {"a.txt": b"a"})
+        fill(self.volume, {"a.txt": b"a"})
         source = os.path.join(self.base, "src")
-        write_tree(source, {"restored.txt": b"restored"})
+        fill(source, {"restored.txt": b"restored"})
         archive = subprocess.run(["tar", "czf", "-", "-C", source, "restored.txt"],
                                  capture_output=True, check=True).stdout
         api = self.state.object_store._api  # type: ignore[union-attr]
@@ -294,7 +287,7 @@ class S3BackupTests(_BackupCase):
         await self.start_with_store(proxy=True)
         assert self.proxy is not None
         self.proxy.script = [503]
-        write_tree(self.volume, TREE)
+        fill(self.volume, TREE)
         report = await self.backup("s3")
         self.assertTrue(report["successful"], report)
         first, second = self.proxy.puts[0], self.proxy.puts[1]
@@ -312,7 +305,7 @@ class S3BackupTests(_BackupCase):
         await self.start_with_store(proxy=True, presign_lifespan=1)
         assert self.proxy is not None
         self.proxy.script = [2.5]
-        write_tree(self.volume, TREE)
+        fill(self.volume, TREE)
         report = await self.backup("s3")
         self.assertFalse(report["successful"])
         self.assertEqual(self.raw_report(), b'{"checksum": "", "checksum_type": "", "size": 0, '
@@ -352,7 +345,7 @@ class DevPanelBackupCommandTests(_BackupCase):
         await self.start(SERVER)
         self.state.node.daemon_url = self.url
         self.state.backup_disk = "wings"
-        write_tree(self.volume, {"a.txt": b"a", "skip.tmp": b"t"})
+        fill(self.volume, {"a.txt": b"a", "skip.tmp": b"t"})
         created = await self.command("create", "--ignore", "*.tmp")
         uuid = created["attributes"]["uuid"]
         await self.wait_for(lambda: self.state.backups[uuid].completed)
@@ -366,7 +359,7 @@ class DevPanelBackupCommandTests(_BackupCase):
         self.assertEqual(fetched.returncode, 0, fetched.stderr)
         self.assertEqual(hashlib.sha1(fetched.stdout).hexdigest(),
                          self.state.backups[uuid].checksum.split(":")[1])
-        write_tree(self.volume, {"b.txt": b"b"})
+        fill(self.volume, {"b.txt": b"b"})
         before = len(self.state.restore_reports)
         await self.command("restore", "--backup", uuid, "--truncate")
         await self.wait_for(lambda: len(self.state.restore_reports) > before)
