@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from . import STATES, EnvironmentSettings, IEnvironmentListener, InstallResult
@@ -87,3 +88,28 @@ class EnvironmentBase:
             return result
 
         return d.addBoth(forget)
+
+
+def exit_waiter(waiters: list[Deferred[None]], timeout: float,
+                clock: IReactorTime) -> Deferred[None]:
+    """
+    A Deferred fired by `release_waiters` when the run ends, failing with ``TimeoutError``
+    after ``timeout`` seconds; cancelling it (or the timeout) takes it off ``waiters``.
+    """
+    def forget(d: Deferred[None]) -> None:
+        if d in waiters:
+            waiters.remove(d)
+
+    waiter: Deferred[None] = Deferred(forget)
+    waiters.append(waiter)
+    return waiter.addTimeout(timeout, clock)
+
+
+def release_waiters(waiters: list[Deferred[None]]) -> None:
+    """
+    The run ended: fire every `exit_waiter` of it.
+    """
+    pending = list(waiters)
+    waiters.clear()
+    for waiter in pending:
+        waiter.callback(None)

@@ -84,7 +84,7 @@ from ..reactor import IReactor
 from .lines import LineSplitter
 from . import (EnvironmentError, EnvironmentSettings, IEnvironment,
                InstallResult, NotAttached)
-from .base import EnvironmentBase
+from .base import EnvironmentBase, exit_waiter, release_waiters
 from .cgroups import (CgroupHost, ServerCgroup, base_name, bounded_memory, cgroup_limits,
                       detect_cgroups)
 from .launcher import launcher_argv
@@ -493,9 +493,7 @@ class ProcessEnvironment(EnvironmentBase):
             self._exit = (run.exit_code, oom)
             self._run = None
             self.set_state("offline")
-            waiters, run.waiters = run.waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            release_waiters(run.waiters)
 
     async def _remove_group(self, group: ServerCgroup) -> None:
         for _ in range(30):
@@ -610,13 +608,7 @@ class ProcessEnvironment(EnvironmentBase):
         if self._run is not run:
             return succeed(None)
 
-        def cancel(d: Deferred[None]) -> None:
-            if d in run.waiters:
-                run.waiters.remove(d)
-
-        waiter: Deferred[None] = Deferred(cancel)
-        run.waiters.append(waiter)
-        return waiter.addTimeout(timeout, self._reactor)
+        return exit_waiter(run.waiters, timeout, self._reactor)
 
     def wait_for_stop(self, timeout: float, kill_on_timeout: bool) -> Deferred[None]:
         """

@@ -61,7 +61,7 @@ from zope.interface import implementer
 from ...blocking import RunBlocking
 from .. import (EnvironmentError, EnvironmentSettings, IEnvironment,
                 InstallResult, NotAttached)
-from ..base import EnvironmentBase
+from ..base import EnvironmentBase, exit_waiter, release_waiters
 from ..lines import LineSplitter
 from ..process import parse_signal, stop_signal
 from . import installer, stats
@@ -439,9 +439,7 @@ class DockerEnvironment(EnvironmentBase):
         if intentional and self.state != "offline":
             self.set_state("stopping")
         self.set_state("offline")
-        waiters, run.waiters = run.waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        release_waiters(run.waiters)
 
     def _close_streams(self, run: _Run) -> None:
         for call in run.calls:
@@ -545,13 +543,7 @@ class DockerEnvironment(EnvironmentBase):
             self._settle()
             return
 
-        def forget(d: Deferred[None]) -> None:
-            if d in run.waiters:
-                run.waiters.remove(d)
-
-        waiter: Deferred[None] = Deferred(forget)
-        run.waiters.append(waiter)
-        await waiter.addTimeout(timeout, self._clock)
+        await exit_waiter(run.waiters, timeout, self._clock)
 
     def wait_for_stop(self, timeout: float, kill_on_timeout: bool) -> Deferred[None]:
         """
